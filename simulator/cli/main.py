@@ -1,0 +1,27 @@
+"""The ``kis`` command line: one entry point for the simulator, training,
+evaluation, the stub server, the load generator and the controller."""
+
+from __future__ import annotations
+
+import typer
+
+from controller import cli as controller_cli
+from simulator.cli import evaluate, lb, loadgen, profile, stub, train, workload
+
+app = typer.Typer(
+    name="kis",
+    help="KIS-S: learn GPU LLM-inference autoscaling offline, run it safely on Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(workload.app, name="workload", help="Inspect and export workloads and traces.")
+app.add_typer(profile.app, name="profile", help="GPU profiles and the engine latency model.")
+app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference server.")
+app.add_typer(loadgen.app, name="loadgen", help="Replay a workload against an OpenAI-compatible endpoint.")
+app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing experiments.")
+app.add_typer(train.app, name="train", help="Train scaling policies.")
+app.add_typer(evaluate.app, name="evaluate", help="Evaluate policies side by side.")
+app.add_typer(controller_cli.app, name="controller", help="Run the KIScaler controller.")
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,7 @@
+"""`kis stub` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="stub commands.", no_args_is_help=True)

@@ -1,0 +1,27 @@
+"""The iteration-time protocol that engines consume."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class IterationTimeModel(Protocol):
+    """Time of one engine iteration on one replica, in milliseconds.
+
+    One continuous-batching iteration runs ``prefill_tokens`` new prompt tokens
+    (chunks of one or more prompts; ``prefill_context`` is the sum over those
+    tokens of the context each attends to, i.e. ``L*(L+1)/2`` for a whole
+    prompt of length ``L``) together with one decode step for ``decode_batch``
+    sequences whose KV caches hold ``decode_context`` tokens in total.
+    """
+
+    def iteration_ms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float) -> float: ...
+
+    def prefill_ms(self, batch: int, prompt_len: int) -> float:
+        """One forward over ``batch`` prompts of ``prompt_len`` tokens."""
+        ...
+
+    def decode_ms(self, batch: int, context_len: int) -> float:
+        """One decode step for ``batch`` sequences of ``context_len`` cached tokens each."""
+        ...
