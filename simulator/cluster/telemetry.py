@@ -48,6 +48,9 @@ class MetricsRecorder:
 
     def record(self, t: float, sink: MetricSink) -> None:
         buckets = {name: h.snapshot() for name, h in sink.histograms.items()}
+        if self._times and self._times[-1] >= t:  # a second sample at the same instant replaces the first
+            self._samples.pop()
+            self._times.pop()
         self._samples.append(_Sample(t, sink.counters(), buckets))
         self._times.append(t)
         horizon = t - self.long_window_s
