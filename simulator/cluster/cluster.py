@@ -366,9 +366,10 @@ class Cluster:
         now = self.now
         ready = self._ready
         for pod in ready:
-            pod.engine.advance(now)  # type: ignore[union-attr]
+            pod.engine.sync(now)  # type: ignore[union-attr]
         prompt, output = int(self._prompts[i]), int(self._outputs[i])
         pod = ready[self.router.choose(ready, prompt, output)] if len(ready) > 1 else ready[0]
+        pod.engine.advance(now)  # type: ignore[union-attr]
         if not pod.engine.submit(i, float(self._arrivals[i]), prompt, output):  # type: ignore[union-attr]
             self.rejected += 1
 

@@ -126,6 +126,7 @@ class ReplicaEngine:
         self.finished: list[FinishedRequest] = []
         self.outstanding_tokens = 0
         self.last_finish_s = start_s
+        self._next_finish_lb = math.inf
         self._waiting: deque[_Request] = deque()
         self._prefilling: list[_Request] = []
         self._decoding: list[tuple[int, int, _Request]] = []  # heap of (finish_step, seq, request)
@@ -183,7 +184,19 @@ class ReplicaEngine:
             self.clock = arrival_s
         self._waiting.append(_Request(rid, arrival_s, prompt_tokens, output_tokens))
         self.outstanding_tokens += prompt_tokens + output_tokens
+        self._next_finish_lb = self.clock
         return True
+
+    def sync(self, t: float) -> None:
+        """Bring finished requests up to ``t`` into the state a router reads.
+
+        Cheaper than :meth:`advance`: it does nothing while no request can have
+        finished by ``t`` (a lower bound kept from the last run, valid because
+        iteration time never falls when the batch grows). Call :meth:`advance`
+        before :meth:`submit`.
+        """
+        if t >= self._next_finish_lb:
+            self.advance(t)
 
     # ------------------------------------------------------------ simulation
     def advance(self, t: float) -> None:
@@ -200,7 +213,18 @@ class ReplicaEngine:
                 self._decode_run(t)
             else:
                 self.clock = t
-                return
+                break
+        self._update_finish_bound()
+
+    def _update_finish_bound(self) -> None:
+        if self._prefilling or (self._waiting and not self._decoding):
+            self._next_finish_lb = self.clock
+        elif self._decoding:
+            n = len(self._decoding)
+            steps = self._decoding[0][0] - self._step
+            self._next_finish_lb = self.clock + steps * self.model.iteration_ms(0, 0.0, n, self._decode_context) / 1000.0
+        else:
+            self._next_finish_lb = math.inf
 
     def drain(self) -> None:
         """Serve everything submitted, leaving the clock at the last event."""
