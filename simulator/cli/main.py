@@ -7,6 +7,7 @@ import typer
 
 from controller import cli as controller_cli
 from simulator.cli import evaluate, lb, loadgen, profile, stub, train, workload
+from simulator.cli.simulate import simulate_command
 
 app = typer.Typer(
     name="kis",
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.command("simulate")(simulate_command)
 app.add_typer(workload.app, name="workload", help="Inspect and export workloads and traces.")
 app.add_typer(profile.app, name="profile", help="GPU profiles and the engine latency model.")
 app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference server.")

@@ -1,0 +1,91 @@
+"""Options and helpers shared by the ``kis`` commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simulator.workloads.workload import Workload
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def load_workload(
+    preset: str | None,
+    trace: Path | None,
+    fmt: str,
+    *,
+    seed: int,
+    duration_s: float | None,
+    rate_scale: float = 1.0,
+    skip_bad_rows: bool = False,
+) -> Workload:
+    """A workload from a preset name or a trace file; errors exit with a message."""
+    from simulator.workloads.catalog import load_trace, make_workload
+
+    try:
+        if trace is not None:
+            workload = load_trace(trace, fmt, skip_bad_rows=skip_bad_rows)
+            if duration_s is not None:
+                from simulator.workloads.ops import window
+
+                workload = window(workload, 0.0, duration_s)
+        else:
+            workload = make_workload(preset or "llm-day", seed=seed, duration_s=duration_s)
+        if rate_scale != 1.0:
+            import numpy as np
+
+            from simulator.workloads.ops import scale_rate
+
+            workload = scale_rate(workload, rate_scale, np.random.default_rng(seed))
+    except (ValueError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    return workload
+
+
+def fmt_value(key: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key.endswith("_s"):
+        return f"{value * 1000:.0f} ms"
+    if key == "slo_attainment":
+        return f"{value:.2%}"
+    if key == "cost_usd":
+        return f"${value:.2f}"
+    if key in ("requests", "scale_events", "rejected", "unserved"):
+        return f"{value:.0f}"
+    return f"{value:.2f}"
+
+
+def summary_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
+    """A table with one row per run and one column per summary key."""
+    table = Table(title=title)
+    table.add_column("run")
+    for key in keys:
+        table.add_column(key.replace("_", " "), justify="right")
+    for name, summary in rows.items():
+        table.add_row(name, *(fmt_value(k, summary.get(k, math.nan)) for k in keys))
+    return table
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output: JSON on stdout, NaN as null."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    typer.echo(json.dumps(clean(data), indent=2, sort_keys=True))

@@ -1,0 +1,103 @@
+"""``kis simulate``: a workload on a simulated GPU cluster, fixed or autoscaled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from controller.slo import SLO
+from simulator.cli.common import console, err_console, load_workload, print_json, summary_table
+
+SUMMARY_KEYS = [
+    "requests", "slo_attainment", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
+    "e2e_p50_s", "e2e_p95_s", "e2e_p99_s", "gpu_utilization_pct", "gpu_hours", "cost_usd", "scale_events",
+]
+
+
+def simulate_command(
+    workload: str = typer.Option("llm-day", "--workload", "-w", help="Workload preset (ramp, periodic, random, spike, llm-day)."),
+    trace: Path | None = typer.Option(None, "--trace", help="Replay a trace file instead of a preset."),
+    fmt: str = typer.Option("azure", "--format", help="Trace format preset (azure, burstgpt, mooncake, generic)."),
+    duration: float | None = typer.Option(None, "--duration", help="Seconds of workload (preset default, or the whole trace)."),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the request rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the workload and the cluster."),
+    replicas: int = typer.Option(4, "--replicas", "-r", help="Replicas (Ready at the start)."),
+    gpu: str = typer.Option("H100", "--gpu", help="GPU type of the node pool."),
+    model: str = typer.Option("llama-8b", "--model", help="Model shape name or shape/profile JSON."),
+    timing: str = typer.Option("kernel", "--timing", help="kernel (CUDA-graph server) or wall (eager) iteration times."),
+    router: str = typer.Option("least_connections", "--router", help="round_robin, least_connections, least_loaded, random."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node"),
+    max_nodes: int = typer.Option(2, "--max-nodes", help="Most nodes the pool may grow to."),
+    provisioning_delay: float = typer.Option(180.0, "--provisioning-delay", help="Seconds to add a node."),
+    autoscale: bool = typer.Option(False, "--autoscale", help="Run the control loop with --policy instead of fixed replicas."),
+    policy: str = typer.Option('{"type": "fixed", "replicas": 4}', "--policy", help="Policy as JSON (see `kis evaluate --help`)."),
+    min_replicas: int = typer.Option(1, "--min-replicas"),
+    max_replicas: int = typer.Option(16, "--max-replicas"),
+    interval: float = typer.Option(15.0, "--interval", help="Control interval, seconds."),
+    slo_ttft_ms: float = typer.Option(500.0, "--slo-ttft-ms"),
+    slo_tpot_ms: float = typer.Option(50.0, "--slo-tpot-ms"),
+    out: Path = typer.Option(Path("out/simulate"), "--out", help="Folder for plots and the summary JSON."),
+    plots: bool = typer.Option(True, "--plots/--no-plots"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Simulate a workload on a GPU cluster: SLO attainment, latency percentiles, GPU-hours, cost, plots."""
+    from simulator.cluster.config import ClusterConfig, NodePool
+    from simulator.runner import simulate
+
+    slo = SLO(slo_ttft_ms / 1000.0, slo_tpot_ms / 1000.0)
+    wl = load_workload(workload, trace, fmt, seed=seed, duration_s=duration, rate_scale=rate_scale)
+    try:
+        config = ClusterConfig(
+            pools=(NodePool(name=gpu.lower(), gpu=gpu, gpus_per_node=gpus_per_node, initial_nodes=max(1, -(-replicas // gpus_per_node)),
+                            max_nodes=max(max_nodes, -(-replicas // gpus_per_node)), provisioning_delay_s=provisioning_delay),),
+            model=model,
+            timing=timing,
+            router=router,
+        )
+        decide = _decider(policy, min_replicas, max_replicas, slo, interval) if autoscale else None
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err_console, disable=as_json, transient=True) as progress:
+        task = progress.add_task(wl.name, total=wl.duration_s)
+        result = simulate(wl, config, replicas=replicas, decide=decide, interval_s=interval, slo=slo, seed=seed,
+                          on_tick=lambda t: progress.update(task, completed=t))
+    summary = result.summary()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    paths = []
+    if plots:
+        from simulator.plots import plot_run
+
+        paths = plot_run(result, out, arrivals=wl.arrival_s)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(summary_table(f"{wl.name} on {gpu} x {model}", {result.name: summary}, SUMMARY_KEYS))
+    for path in paths:
+        console.print(f"plot: {path}")
+
+
+def _decider(policy_json: str, min_replicas: int, max_replicas: int, slo: SLO, interval_s: float):
+    """A stateful closure over the controller's decision step."""
+    from controller.autoscaling import Autoscaler, decide
+    from controller.guardrails import Behavior
+    from controller.policies.registry import build_policy
+
+    try:
+        spec = json.loads(policy_json)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--policy is not valid JSON: {exc}") from exc
+    autoscaler = Autoscaler(policy=build_policy(spec), behavior=Behavior(min_replicas=min_replicas, max_replicas=max_replicas),
+                            slo=slo, interval_s=interval_s)
+    state = [autoscaler.initial_state()]
+
+    def step(snapshot, now_s, current):
+        record, state[0] = decide(autoscaler, snapshot, now_s, current, state[0])
+        return record
+
+    return step
