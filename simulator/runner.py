@@ -14,6 +14,7 @@ import numpy as np
 from controller.decision import DecisionRecord
 from controller.slo import SLO
 from simulator.cluster.build import build_cluster
+from simulator.cluster.cluster import PoolRuntime
 from simulator.cluster.config import ClusterConfig
 from simulator.results import RequestTable, SimulationResult
 from simulator.workloads.workload import Workload
@@ -34,16 +35,18 @@ def simulate(
     name: str | None = None,
     on_tick: Callable[[float], None] | None = None,
     keep_snapshots: bool = True,
+    pools: tuple[PoolRuntime, ...] | None = None,
 ) -> SimulationResult:
     """Replay ``workload`` on a cluster that starts with ``replicas`` Ready.
 
     Every ``interval_s`` the cluster's snapshot is taken and, when ``decide``
     is given, its decision is applied with :meth:`Cluster.scale`. Without
-    ``decide`` the replica count stays fixed.
+    ``decide`` the replica count stays fixed. ``pools`` reuses resolved pools
+    (latency models) across runs.
     """
     if interval_s <= 0:
         raise ValueError(f"interval_s must be positive, got {interval_s}")
-    cluster = build_cluster(config, workload, initial_replicas=replicas, rng=np.random.default_rng(seed))
+    cluster = build_cluster(config, workload, initial_replicas=replicas, rng=np.random.default_rng(seed), pools=pools)
     snapshots: list[dict[str, float]] = []
     decisions: list[DecisionRecord] = []
     t = 0.0
