@@ -6,8 +6,9 @@ from __future__ import annotations
 import typer
 
 from controller import cli as controller_cli
-from simulator.cli import evaluate, lb, loadgen, profile, stub, train, workload
+from simulator.cli import evaluate, lb, loadgen, profile, stub, workload
 from simulator.cli.simulate import simulate_command
+from simulator.cli.train import train_command
 
 app = typer.Typer(
     name="kis",
@@ -21,7 +22,7 @@ app.add_typer(profile.app, name="profile", help="GPU profiles and the engine lat
 app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference server.")
 app.add_typer(loadgen.app, name="loadgen", help="Replay a workload against an OpenAI-compatible endpoint.")
 app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing experiments.")
-app.add_typer(train.app, name="train", help="Train scaling policies.")
+app.command("train")(train_command)
 app.add_typer(evaluate.app, name="evaluate", help="Evaluate policies side by side.")
 app.add_typer(controller_cli.app, name="controller", help="Run the KIScaler controller.")
 

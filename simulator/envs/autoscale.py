@@ -260,6 +260,7 @@ class AutoscaleEnv(gym.Env):
             "desired": cluster.desired,
             "ready": cluster.ready_replicas,
             "starting": cluster.starting_replicas,
+            "gpus_billed": cluster.gpus_in_use,
             "finished": len(cluster.finished),
         }
         return build_observation(snapshot, self._ctx), float(reward), False, truncated, info

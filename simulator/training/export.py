@@ -1,0 +1,71 @@
+"""Export a trained stable-baselines3 policy as a torch-free artifact (ONNX + metadata)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.observation import OBSERVATION_SIZE, schema_description
+
+ARTIFACT_FORMAT = "kis-policy/1"
+
+
+def _scores_module(model: Any):
+    """A torch module mapping observations to per-action scores (logits or Q-values)."""
+    import torch
+
+    policy = model.policy
+
+    class Scores(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, obs: torch.Tensor) -> torch.Tensor:
+            if hasattr(self.policy, "q_net"):  # DQN
+                return self.policy.q_net(obs)
+            features = self.policy.extract_features(obs, self.policy.pi_features_extractor)
+            latent = self.policy.mlp_extractor.forward_actor(features)
+            return self.policy.action_net(latent)
+
+    return Scores().eval()
+
+
+def export_artifact(model: Any, out_dir: Path, *, steps: list[int], max_replicas: int, provenance: dict[str, Any]) -> Path:
+    """Write ``policy.onnx`` (input ``obs`` float32 [N, features], output ``scores`` [N, actions];
+    the action is the argmax) and ``metadata.json`` into ``out_dir``."""
+    import torch
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "policy.onnx"
+    module = _scores_module(model)
+    example = torch.zeros(1, OBSERVATION_SIZE, dtype=torch.float32)
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (example,), str(onnx_path), input_names=["obs"], output_names=["scores"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False,
+        )
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "schema": schema_description(),
+        "action": {"kind": "step", "steps": list(steps)},
+        "observation_context": {"max_replicas": int(max_replicas)},
+        "sha256": digest,
+        "provenance": {"exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **provenance},
+    }
+    (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def predict_scores(model: Any, obs: np.ndarray) -> np.ndarray:
+    """Per-action scores of the torch model (for round-trip checks)."""
+    import torch
+
+    with torch.no_grad():
+        return _scores_module(model)(torch.as_tensor(obs, dtype=torch.float32)).numpy()

@@ -1,0 +1,109 @@
+"""Train PPO, A2C or DQN (stable-baselines3) on ``kis/Autoscale-v0``.
+
+Imports torch and stable-baselines3 lazily: they belong to the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.training.config import TrainConfig
+from simulator.training.envs import make_env
+
+#: Defaults per algorithm; the config's ``hyperparameters`` override them.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {"learning_rate": 3e-4, "n_steps": 256, "batch_size": 256, "n_epochs": 10, "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01},
+    "a2c": {"learning_rate": 7e-4, "n_steps": 16, "gamma": 0.99, "ent_coef": 0.01},
+    "dqn": {"learning_rate": 1e-4, "buffer_size": 100_000, "learning_starts": 5_000, "batch_size": 128, "gamma": 0.99,
+            "train_freq": 4, "target_update_interval": 2_000, "exploration_fraction": 0.3, "exploration_final_eps": 0.02},
+}
+
+
+def _algorithm(name: str):
+    from stable_baselines3 import A2C, DQN, PPO
+
+    return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[name]
+
+
+def train_sb3(config: TrainConfig, out_dir: Path, *, progress: bool = True, export: bool = True) -> Any:
+    """Train, log (CSV + TensorBoard in ``out_dir``), evaluate periodically, save the
+    SB3 model and export the torch-free artifact to ``out_dir / "artifact"``."""
+    import torch
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    if config.algo not in DEFAULTS:
+        raise ValueError(f"train_sb3 handles ppo, a2c and dqn, not {config.algo!r}")
+    torch.set_num_threads(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    n_envs = 1 if config.algo == "dqn" else config.n_envs
+    venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=config.seed)
+    eval_env = make_vec_env(lambda: make_env(config), n_envs=1, seed=config.seed + 10_000)
+    params = {**DEFAULTS[config.algo], **config.hyperparameters}
+    model = _algorithm(config.algo)(
+        "MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
+        policy_kwargs={"net_arch": list(config.net_arch)}, **params,
+    )
+    model.set_logger(configure(str(out_dir), ["csv", "tensorboard"]))
+    callback = EvalCallback(
+        eval_env, eval_freq=max(1, config.eval.every_steps // n_envs), n_eval_episodes=config.eval.episodes,
+        log_path=str(out_dir / "eval"), best_model_save_path=None, deterministic=True, verbose=0,
+    )
+    start = time.perf_counter()
+    model.learn(total_timesteps=config.total_steps, callback=callback, progress_bar=progress)
+    seconds = time.perf_counter() - start
+    model.save(out_dir / "model.zip")
+    _write_eval_curve(out_dir)
+    if export:
+        from simulator.training.export import export_artifact
+
+        export_artifact(
+            model, out_dir / "artifact", steps=list(config.env.steps), max_replicas=config.env.max_replicas,
+            provenance={
+                "algorithm": config.algo,
+                "total_steps": config.total_steps,
+                "seed": config.seed,
+                "train_seconds": round(seconds, 1),
+                "workloads": list(config.env.workloads),
+                "rate_scale": list(config.env.rate_scale),
+                "cold_start_scale": list(config.env.cold_start_scale),
+                "reward": {"cost_weight": config.env.cost_weight, "slo_weight": config.env.slo_weight},
+                "cluster": config.cluster.model_dump(),
+                "slo": {"ttft_ms": config.env.slo_ttft_ms, "tpot_ms": config.env.slo_tpot_ms},
+                "interval_s": config.env.interval_s,
+                "python": platform.python_version(),
+            },
+        )
+    return model
+
+
+def _write_eval_curve(out_dir: Path) -> None:
+    """Flatten EvalCallback's evaluations.npz into eval_curve.csv (steps, mean reward, std)."""
+    path = out_dir / "eval" / "evaluations.npz"
+    if not path.exists():
+        return
+    data = np.load(path)
+    rows = ["timesteps,mean_reward,std_reward"]
+    for steps, rewards in zip(data["timesteps"], data["results"]):
+        rows.append(f"{int(steps)},{float(np.mean(rewards)):.6f},{float(np.std(rewards)):.6f}")
+    (out_dir / "eval_curve.csv").write_text("\n".join(rows) + "\n")
+
+
+def summary_json(out_dir: Path) -> dict[str, Any]:
+    """A small machine-readable summary of a finished run."""
+    curve = out_dir / "eval_curve.csv"
+    points = [line.split(",") for line in curve.read_text().splitlines()[1:]] if curve.exists() else []
+    return {
+        "out_dir": str(out_dir),
+        "artifact": str(out_dir / "artifact") if (out_dir / "artifact").exists() else None,
+        "evaluations": [{"timesteps": int(p[0]), "mean_reward": float(p[1])} for p in points],
+        "config": json.loads((out_dir / "config.json").read_text()),
+    }
