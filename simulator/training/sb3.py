@@ -9,6 +9,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,9 +32,14 @@ def _algorithm(name: str):
     return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[name]
 
 
-def train_sb3(config: TrainConfig, out_dir: Path, *, progress: bool = True, export: bool = True) -> Any:
+def train_sb3(
+    config: TrainConfig, out_dir: Path, *, progress: bool = True, export: bool = True, env_factory: Callable[[], Any] | None = None
+) -> Any:
     """Train, log (CSV + TensorBoard in ``out_dir``), evaluate periodically, save the
-    SB3 model and export the torch-free artifact to ``out_dir / "artifact"``."""
+    SB3 model and export the torch-free artifact to ``out_dir / "artifact"``.
+
+    ``env_factory`` replaces the config's environment (tests inject small clusters).
+    """
     import torch
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -45,8 +51,11 @@ def train_sb3(config: TrainConfig, out_dir: Path, *, progress: bool = True, expo
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
     n_envs = 1 if config.algo == "dqn" else config.n_envs
-    venv = make_vec_env(lambda: make_env(config), n_envs=n_envs, seed=config.seed)
-    eval_env = make_vec_env(lambda: make_env(config), n_envs=1, seed=config.seed + 10_000)
+    factory = env_factory or (lambda: make_env(config))
+    probe = factory()  # the action map and normalisation come from the env actually trained on
+    steps, max_replicas = list(probe.steps), int(probe.max_replicas)
+    venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed)
+    eval_env = make_vec_env(factory, n_envs=1, seed=config.seed + 10_000)
     params = {**DEFAULTS[config.algo], **config.hyperparameters}
     model = _algorithm(config.algo)(
         "MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
@@ -66,7 +75,7 @@ def train_sb3(config: TrainConfig, out_dir: Path, *, progress: bool = True, expo
         from simulator.training.export import export_artifact
 
         export_artifact(
-            model, out_dir / "artifact", steps=list(config.env.steps), max_replicas=config.env.max_replicas,
+            model, out_dir / "artifact", steps=steps, max_replicas=max_replicas,
             provenance={
                 "algorithm": config.algo,
                 "total_steps": config.total_steps,
