@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("stable_baselines3")
-pytestmark = pytest.mark.train
-filterwarnings = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [pytest.mark.train, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
 from simulator.training.config import TrainConfig  # noqa: E402
 from simulator.training.sb3 import train_sb3  # noqa: E402
