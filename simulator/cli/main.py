@@ -6,7 +6,8 @@ from __future__ import annotations
 import typer
 
 from controller import cli as controller_cli
-from simulator.cli import evaluate, lb, loadgen, profile, stub, workload
+from simulator.cli import lb, loadgen, profile, stub, workload
+from simulator.cli.evaluate import demo_command, evaluate_command
 from simulator.cli.simulate import simulate_command
 from simulator.cli.train import train_command
 
@@ -23,7 +24,8 @@ app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference 
 app.add_typer(loadgen.app, name="loadgen", help="Replay a workload against an OpenAI-compatible endpoint.")
 app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing experiments.")
 app.command("train")(train_command)
-app.add_typer(evaluate.app, name="evaluate", help="Evaluate policies side by side.")
+app.command("evaluate")(evaluate_command)
+app.command("demo")(demo_command)
 app.add_typer(controller_cli.app, name="controller", help="Run the KIScaler controller.")
 
 if __name__ == "__main__":  # pragma: no cover
