@@ -66,35 +66,60 @@ class Signal:
 
     ``promql`` is a template with ``{sel}`` (the target's label matchers,
     without braces), ``{window}`` and ``{long_window}`` (Prometheus durations).
+    ``grouped`` is the same query aggregated per target, for batched reads: it
+    also takes ``{by}`` (comma-separated label names) and returns one series
+    per distinct value of those labels. Empty when the signal has no batched form.
     """
 
     name: str
     promql: str
     unit: str
     help: str
+    grouped: str = ""
 
 
-def _rate(metric: str, window: str = "{window}") -> str:
-    return f"sum(rate({metric}{{{{{{sel}}}}}}[{window}]))"
+def _series(metric: str) -> str:
+    return f"{metric}{{{{{{sel}}}}}}"
+
+
+def _rate_inner(metric: str, window: str = "{window}") -> str:
+    return f"rate({_series(metric)}[{window}])"
 
 
 def _quantile(q: float, hist: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate({hist}_bucket{{{{{{sel}}}}}}[{{window}}])))"
+    return f"histogram_quantile({q}, sum by (le) ({_rate_inner(hist + '_bucket')}))"
+
+
+def _aggregate(op: str, expr: str) -> dict[str, str]:
+    """``op(expr)`` and its per-target form ``op by ({by}) (expr)``."""
+    return {"promql": f"{op}({expr})", "grouped": f"{op} by ({{by}}) ({expr})"}
+
+
+def _rate_signal(metric: str, window: str = "{window}") -> dict[str, str]:
+    return _aggregate("sum", _rate_inner(metric, window))
+
+
+def _quantile_signal(q: float, hist: str) -> dict[str, str]:
+    inner = _rate_inner(hist + "_bucket")
+    return {
+        "promql": _quantile(q, hist),
+        "grouped": f"histogram_quantile({q}, sum by (le, {{by}}) ({inner}))",
+    }
 
 
 SIGNALS: tuple[Signal, ...] = (
-    Signal("requests_running", f"sum({RUNNING}{{{{{{sel}}}}}})", "requests", "requests in the running batch, all replicas"),
-    Signal("requests_waiting", f"sum({WAITING}{{{{{{sel}}}}}})", "requests", "requests queued for admission, all replicas"),
-    Signal("kv_cache_usage", f"avg({KV_USAGE}{{{{{{sel}}}}}})", "fraction", "mean KV-cache usage over replicas (0..1)"),
-    Signal("gpu_utilization", f"avg({GPU_UTIL}{{{{{{sel}}}}}})", "percent", "mean GPU utilisation over replicas (0..100)"),
-    Signal("request_rate", _rate(REQUEST_SUCCESS), "req/s", "completed requests per second over the window"),
-    Signal("request_rate_long", _rate(REQUEST_SUCCESS, "{long_window}"), "req/s", "completed requests per second over the long window"),
-    Signal("prompt_token_rate", _rate(PROMPT_TOKENS), "tokens/s", "prompt tokens prefilled per second"),
-    Signal("generation_token_rate", _rate(GENERATION_TOKENS), "tokens/s", "tokens generated per second"),
-    Signal("ttft_p95", _quantile(0.95, TTFT_HIST), "s", "p95 time to first token over the window"),
-    Signal("tpot_p95", _quantile(0.95, ITL_HIST), "s", "p95 inter-token latency over the window"),
-    Signal("e2e_p95", _quantile(0.95, E2E_HIST), "s", "p95 end-to-end latency over the window"),
-    Signal("queue_time_p95", _quantile(0.95, QUEUE_HIST), "s", "p95 queue time over the window"),
+    Signal("requests_running", unit="requests", help="requests in the running batch, all replicas", **_aggregate("sum", _series(RUNNING))),
+    Signal("requests_waiting", unit="requests", help="requests queued for admission, all replicas", **_aggregate("sum", _series(WAITING))),
+    Signal("kv_cache_usage", unit="fraction", help="mean KV-cache usage over replicas (0..1)", **_aggregate("avg", _series(KV_USAGE))),
+    Signal("gpu_utilization", unit="percent", help="mean GPU utilisation over replicas (0..100)", **_aggregate("avg", _series(GPU_UTIL))),
+    Signal("request_rate", unit="req/s", help="completed requests per second over the window", **_rate_signal(REQUEST_SUCCESS)),
+    Signal("request_rate_long", unit="req/s", help="completed requests per second over the long window", **_rate_signal(REQUEST_SUCCESS, "{long_window}")),
+    Signal("prompt_token_rate", unit="tokens/s", help="prompt tokens prefilled per second", **_rate_signal(PROMPT_TOKENS)),
+    Signal("generation_token_rate", unit="tokens/s", help="tokens generated per second", **_rate_signal(GENERATION_TOKENS)),
+    Signal("ttft_p95", unit="s", help="p95 time to first token over the window", **_quantile_signal(0.95, TTFT_HIST)),
+    Signal("tpot_p95", unit="s", help="p95 inter-token latency over the window", **_quantile_signal(0.95, ITL_HIST)),
+    Signal("e2e_p95", unit="s", help="p95 end-to-end latency over the window", **_quantile_signal(0.95, E2E_HIST)),
+    Signal("queue_time_p95", unit="s", help="p95 queue time over the window", **_quantile_signal(0.95, QUEUE_HIST)),
 )
 
 SIGNAL_NAMES: tuple[str, ...] = tuple(s.name for s in SIGNALS)
@@ -111,13 +136,19 @@ def render_promql(
     selector: str,
     window_s: float = DEFAULT_WINDOW_S,
     long_window_s: float = DEFAULT_LONG_WINDOW_S,
+    by: Sequence[str] = (),
 ) -> str:
-    """The concrete query for ``signal`` on the series matched by ``selector``."""
-    return signal.promql.format(
-        sel=selector,
-        window=prometheus_duration(window_s),
-        long_window=prometheus_duration(long_window_s),
-    )
+    """The concrete query for ``signal`` on the series matched by ``selector``.
+
+    With ``by`` (label names), the batched form: one result series per
+    distinct value of those labels, carrying them (see :attr:`Signal.grouped`).
+    """
+    durations = {"window": prometheus_duration(window_s), "long_window": prometheus_duration(long_window_s)}
+    if not by:
+        return signal.promql.format(sel=selector, **durations)
+    if not signal.grouped:
+        raise ValueError(f"signal {signal.name!r} has no grouped (batched) PromQL form")
+    return signal.grouped.format(sel=selector, by=", ".join(by), **durations)
 
 
 def histogram_quantile(q: float, upper_bounds: Sequence[float], counts: Sequence[float]) -> float:
