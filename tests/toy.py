@@ -14,7 +14,7 @@ class AffineLatency:
                  per_context_token: float = 1e-5, per_attention: float = 0.0, scale: float = 1.0) -> None:
         self.base, self.a, self.b, self.c, self.d, self.scale = base, per_prefill_token, per_seq, per_context_token, per_attention, scale
 
-    def iteration_ms(self, prefill_tokens, prefill_context, decode_batch, decode_context):
+    def iteration_ms(self, prefill_tokens, prefill_context, decode_batch, decode_context, prefill_seqs=1):
         return self.scale * (self.base + self.a * prefill_tokens + self.b * decode_batch + self.c * decode_context + self.d * prefill_context)
 
     def prefill_ms(self, batch, prompt_len):

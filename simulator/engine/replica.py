@@ -254,7 +254,9 @@ class ReplicaEngine:
         tokens = 0
         context = 0.0
         done = 0
+        seqs = 0
         for request in self._prefilling:
+            seqs += 1
             chunk = min(request.prompt - request.prefilled, budget)
             context += chunk * request.prefilled + chunk * (chunk + 1) / 2
             request.prefilled += chunk
@@ -265,7 +267,7 @@ class ReplicaEngine:
             done += 1
             if budget <= 0:
                 break
-        dt = self.model.iteration_ms(tokens, context, n_decode, self._decode_context) / 1000.0
+        dt = self.model.iteration_ms(tokens, context, n_decode, self._decode_context, seqs) / 1000.0
         end = self.clock + dt
         self.clock = end
         self.busy_s += dt

@@ -13,10 +13,13 @@ class IterationTimeModel(Protocol):
     (chunks of one or more prompts; ``prefill_context`` is the sum over those
     tokens of the context each attends to, i.e. ``L*(L+1)/2`` for a whole
     prompt of length ``L``) together with one decode step for ``decode_batch``
-    sequences whose KV caches hold ``decode_context`` tokens in total.
+    sequences whose KV caches hold ``decode_context`` tokens in total;
+    ``prefill_seqs`` is the number of prompts the prefill tokens belong to.
     """
 
-    def iteration_ms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float) -> float: ...
+    def iteration_ms(
+        self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float, prefill_seqs: int = 1
+    ) -> float: ...
 
     def prefill_ms(self, batch: int, prompt_len: int) -> float:
         """One forward over ``batch`` prompts of ``prompt_len`` tokens."""
