@@ -42,6 +42,8 @@ class DecisionRecord:
     steps: tuple[GuardStep, ...] = ()
     policy_reasons: tuple[str, ...] = ()
     inputs: dict[str, float] = field(default_factory=dict)
+    baseline: int | None = None
+    stale: bool = False
 
     @property
     def changed(self) -> bool:
