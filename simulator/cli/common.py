@@ -65,6 +65,16 @@ def fmt_value(key: str, value: float) -> str:
     return f"{value:.2f}"
 
 
+def vertical_table(title: str, summary: dict[str, float], keys: list[str]) -> Table:
+    """One run: a metric per row."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in keys:
+        table.add_row(key.replace("_s", "").replace("_", " "), fmt_value(key, summary.get(key, math.nan)))
+    return table
+
+
 def summary_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
     """A table with one row per run and one column per summary key."""
     table = Table(title=title)

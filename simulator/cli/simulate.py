@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.slo import SLO
-from simulator.cli.common import console, err_console, load_workload, print_json, summary_table
+from simulator.cli.common import console, err_console, load_workload, print_json, vertical_table
 
 SUMMARY_KEYS = [
     "requests", "slo_attainment", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
@@ -77,7 +77,7 @@ def simulate_command(
     if as_json:
         print_json(summary)
         return
-    console.print(summary_table(f"{wl.name} on {gpu} x {model}", {result.name: summary}, SUMMARY_KEYS))
+    console.print(vertical_table(f"{wl.name} on {gpu} x {model}", summary, SUMMARY_KEYS))
     for path in paths:
         console.print(f"plot: {path}")
 
