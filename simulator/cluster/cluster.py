@@ -134,7 +134,7 @@ class Cluster:
         self._pods: list[Pod] = []  # live: Pending, Starting, Ready (creation order)
         self._ready: list[Pod] = []
         self._draining: list[Pod] = []
-        self._billed: set[Pod] = set()
+        self._billed: dict[Pod, None] = {}  # insertion-ordered: sums over it are reproducible
         self._closed_cost = 0.0
         self._closed_gpu_s = 0.0
         self._next_pid = 0
@@ -300,7 +300,7 @@ class Cluster:
         pod.node = node
         pod.phase = STARTING
         pod.scheduled_s = self.now
-        self._billed.add(pod)
+        self._billed[pod] = None
 
     def _jitter(self, duration: float) -> float:
         j = self.config.lifecycle.jitter
@@ -393,7 +393,7 @@ class Cluster:
     def _terminate(self, pod: Pod, when: float) -> None:
         pod.phase = TERMINATED
         pod.terminated_s = when
-        self._billed.discard(pod)
+        self._billed.pop(pod, None)
         seconds = when - pod.scheduled_s
         self._closed_gpu_s += seconds
         self._closed_cost += seconds * pod.node.pool.price_per_gpu_s  # type: ignore[union-attr]
