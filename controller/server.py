@@ -225,14 +225,14 @@ class ServerHandle:
 
 
 def run_server_in_thread(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 8080, *, startup_timeout_s: float = 10.0
+    app: FastAPI, host: str = "127.0.0.1", port: int = 8080, *, startup_timeout_s: float = 10.0, lifespan: str = "off"
 ) -> ServerHandle:
     """Serve ``app`` with uvicorn in a daemon thread; returns once it accepts connections.
 
-    ``port=0`` picks a free port (see :attr:`ServerHandle.port`).
+    ``port=0`` picks a free port (see :attr:`ServerHandle.port`); ``lifespan="on"`` runs the app's start-up hooks.
     :raises RuntimeError: the server did not start (port taken, bad host).
     """
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
 
     def serve() -> None:

@@ -1,7 +1,32 @@
-"""`kis stub` commands."""
+"""``kis stub``: the stub OpenAI-compatible inference server."""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="stub commands.", no_args_is_help=True)
+app = typer.Typer(help="The stub OpenAI-compatible inference server (a simulated vLLM replica).", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    gpu: str = typer.Option("H100", "--gpu", help="GPU the replica simulates."),
+    model: str = typer.Option("llama-8b", "--model", help="Model shape the replica simulates."),
+    timing: str = typer.Option("kernel", "--timing", help="kernel or wall iteration times."),
+    served_model_name: str = typer.Option("kis-stub", "--served-model-name", help="The model id clients ask for."),
+    startup_delay: float = typer.Option(0.0, "--startup-delay", help="Seconds of simulated model load before /health is ready."),
+    max_waiting: int = typer.Option(512, "--max-waiting", help="Queued requests before 429."),
+    max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
+    max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit"),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="0.1 runs the simulated GPU ten times faster than real time."),
+    log_level: str = typer.Option("warning", "--log-level"),
+) -> None:
+    """Serve /v1/completions, /v1/chat/completions (SSE streaming too), /v1/models, /health and /metrics."""
+    import uvicorn
+
+    from simulator.stub.app import StubConfig, create_app
+
+    config = StubConfig(gpu=gpu, model=model, timing=timing, served_model_name=served_model_name, startup_delay_s=startup_delay,
+                        max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit, max_waiting=max_waiting, time_scale=time_scale)
+    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)

@@ -127,6 +127,7 @@ class ReplicaEngine:
         self.outstanding_tokens = 0
         self.last_finish_s = start_s
         self._next_finish_lb = math.inf
+        self._active: dict[int, _Request] = {}
         self._waiting: deque[_Request] = deque()
         self._prefilling: list[_Request] = []
         self._decoding: list[tuple[int, int, _Request]] = []  # heap of (finish_step, seq, request)
@@ -182,10 +183,21 @@ class ReplicaEngine:
             return False
         if self.is_idle and self.clock < arrival_s:
             self.clock = arrival_s
-        self._waiting.append(_Request(rid, arrival_s, prompt_tokens, output_tokens))
+        request = _Request(rid, arrival_s, prompt_tokens, output_tokens)
+        self._waiting.append(request)
+        self._active[rid] = request
         self.outstanding_tokens += prompt_tokens + output_tokens
         self._next_finish_lb = self.clock
         return True
+
+    def progress(self, rid: int) -> tuple[float | None, int]:
+        """First-token time (``None`` before it) and tokens generated so far of an unfinished request."""
+        request = self._active.get(rid)
+        if request is None:
+            raise KeyError(f"request {rid} is not in flight")
+        if math.isnan(request.first_token):
+            return None, 0
+        return request.first_token, request.output - (request.finish_step - self._step)
 
     def sync(self, t: float) -> None:
         """Bring finished requests up to ``t`` into the state a router reads.
@@ -322,6 +334,7 @@ class ReplicaEngine:
             self._finish(request, now)
 
     def _finish(self, request: _Request, now: float) -> None:
+        self._active.pop(request.rid, None)
         self._reserved -= request.prompt + request.output
         self.outstanding_tokens -= request.prompt + request.output
         done = FinishedRequest(
