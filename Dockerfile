@@ -9,14 +9,16 @@ COPY pyproject.toml README.md ./
 COPY controller ./controller
 COPY simulator ./simulator
 RUN /opt/kis/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/kis/bin/pip install --no-cache-dir . \
- && find /opt/kis -name "__pycache__" -prune -exec rm -rf {} + \
- && rm -rf /opt/kis/lib/python3.11/site-packages/pip /opt/kis/lib/python3.11/site-packages/setuptools
+ && /opt/kis/bin/pip install --no-cache-dir --no-compile . \
+ && /opt/kis/bin/pip uninstall -y pip setuptools \
+ # the asyncio variant of the Kubernetes client (68 MB) is never imported
+ && rm -rf /opt/kis/lib/python3.11/site-packages/kubernetes/aio \
+ && find /opt/kis -name "__pycache__" -prune -exec rm -rf {} +
 
 FROM python:3.11-slim
 RUN groupadd --gid 65532 kis && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin kis
 COPY --from=build /opt/kis /opt/kis
-ENV PATH=/opt/kis/bin:$PATH PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp/matplotlib
+ENV PATH=/opt/kis/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
 EXPOSE 8080 8000
 ENTRYPOINT ["kis"]
