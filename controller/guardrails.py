@@ -104,15 +104,15 @@ def apply_guardrails(
 
     if stale:
         rule = behavior.stale_rule
+        raw = proposal.replicas if proposal.valid else current
         if rule == "hold":
-            value = change("StaleMetricsHold", proposal.replicas if proposal.valid else current, current, "metrics stale: hold")
+            guard, value, why = "StaleMetricsHold", current, "metrics stale: hold"
         elif rule == "scale_up_only":
-            raw = proposal.replicas if proposal.valid else current
-            value = change("StaleMetricsScaleUpOnly", raw, max(current, raw), "metrics stale: only scale up")
+            guard, value, why = "StaleMetricsScaleUpOnly", max(current, raw), "metrics stale: only scale up"
         else:
-            raw = baseline.replicas if baseline is not None and baseline.valid else current
-            value = change("StaleMetricsBaseline", proposal.replicas if proposal.valid else current, max(current, raw),
-                           "metrics stale: baseline proposal, never below current")
+            base = baseline.replicas if baseline is not None and baseline.valid else current
+            guard, value, why = "StaleMetricsBaseline", max(current, base), "metrics stale: baseline proposal, never below current"
+        steps.append(GuardStep(guard, raw, value, why))  # recorded even without a change: it explains the decision
     elif not proposal.valid:
         value = current
         steps.append(GuardStep("NoValidProposal", current, current, "policy has no valid proposal: hold"))

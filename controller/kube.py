@@ -1,0 +1,172 @@
+"""Kubernetes I/O of the controller, through the official ``kubernetes`` client.
+
+Error taxonomy (kopf-style): 404 on the target is :class:`TargetMissing`
+(permanent for this tick); 409 on a scale write re-reads the Scale and
+retries with its new resourceVersion; 5xx, 429 and connection errors or
+timeouts are temporary and retried with exponential backoff and jitter
+(:class:`Backoff`, an explicit rng); anything else is permanent.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from controller.spec import GROUP, KIND, PLURAL, VERSION
+
+T = TypeVar("T")
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes call failed; ``kind`` is the error-metric label."""
+
+    def __init__(self, message: str, kind: str = "kubernetes", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class TargetMissing(KubeError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "target_missing", 404)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """:param attempts: tries in all. :param base_s: first delay. :param max_s: delay cap. Full jitter."""
+
+    attempts: int = 4
+    base_s: float = 0.2
+    max_s: float = 3.0
+
+    def delay(self, attempt: int, rng: np.random.Generator) -> float:
+        return float(rng.uniform(0.0, min(self.max_s, self.base_s * 2**attempt)))
+
+
+def _temporary(exc: Exception) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+@dataclass(frozen=True)
+class ScaleState:
+    replicas: int
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    replicas: int
+    ready: int
+
+
+class KubeClient:
+    """The calls the reconcile loop makes, with retries."""
+
+    def __init__(self, api_client: client.ApiClient, *, backoff: Backoff = Backoff(), rng: np.random.Generator | None = None,
+                 sleep: Callable[[float], None] = time.sleep, timeout_s: float = 10.0) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.backoff = backoff
+        self.rng = rng or np.random.default_rng()
+        self.sleep = sleep
+        self.timeout_s = timeout_s
+        self.retries = 0
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", self.timeout_s)
+        for attempt in range(self.backoff.attempts):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # classified below
+                if isinstance(exc, ApiException) and exc.status == 404:
+                    raise TargetMissing(f"{what}: not found") from exc
+                if not _temporary(exc) or attempt == self.backoff.attempts - 1:
+                    status = exc.status if isinstance(exc, ApiException) else None
+                    kind = "conflict" if status == 409 else "kubernetes"
+                    raise KubeError(f"{what}: {getattr(exc, 'reason', None) or exc}", kind, status) from exc
+                self.retries += 1
+                self.sleep(self.backoff.delay(attempt, self.rng))
+        raise AssertionError("unreachable")
+
+    # --------------------------------------------------------- autoscalers
+    def list_autoscalers(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        if namespace:
+            result = self._call("list inferenceautoscalers", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+        else:
+            result = self._call("list inferenceautoscalers", self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        return list(result.get("items", []))
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._call(f"patch status of {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
+                   GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+
+    # --------------------------------------------------------- deployments
+    def read_scale(self, namespace: str, name: str) -> ScaleState:
+        scale = self._call(f"read scale of deployment {namespace}/{name}", self.apps.read_namespaced_deployment_scale, name, namespace)
+        return ScaleState(int(scale.spec.replicas or 0), str(scale.metadata.resource_version))
+
+    def read_deployment(self, namespace: str, name: str) -> DeploymentState:
+        dep = self._call(f"read deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace)
+        return DeploymentState(int(dep.spec.replicas or 0), int((dep.status and dep.status.ready_replicas) or 0))
+
+    def patch_scale(self, namespace: str, name: str, replicas: int, resource_version: str | None = None, conflicts: int = 3) -> None:
+        """Set ``spec.replicas`` through the scale subresource; on 409 re-read and retry."""
+        for _ in range(conflicts + 1):
+            body: dict[str, Any] = {"spec": {"replicas": replicas}}
+            if resource_version:
+                body["metadata"] = {"resourceVersion": resource_version}
+            try:
+                self._call(f"patch scale of deployment {namespace}/{name}", self.apps.patch_namespaced_deployment_scale, name, namespace, body)
+                return
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                self.retries += 1
+                resource_version = self.read_scale(namespace, name).resource_version
+        raise KubeError(f"patch scale of deployment {namespace}/{name}: still conflicting after {conflicts} re-reads", "conflict", 409)
+
+    # -------------------------------------------------------------- events
+    def emit_event(self, namespace: str, involved: dict[str, Any], reason: str, message: str, type_: str = "Normal", now: dt.datetime | None = None) -> None:
+        now = now or dt.datetime.now(dt.timezone.utc)
+        meta = involved.get("metadata", {})
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'kis')}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=meta.get("name"),
+                                                     namespace=namespace, uid=meta.get("uid")),
+            reason=reason, message=message[:1024], type=type_, first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component="kis-controller"), reporting_component="kis-controller",
+        )
+        self._call(f"create event for {namespace}/{meta.get('name')}", self.core.create_namespaced_event, namespace, body)
+
+    # ---------------------------------------------------------- configmaps
+    def read_config_map_files(self, namespace: str, name: str) -> dict[str, bytes]:
+        cm = self._call(f"read configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
+        files = {k: v.encode() for k, v in (cm.data or {}).items()}
+        files.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        return files
+
+    # -------------------------------------------------------------- leases
+    def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:
+        try:
+            return self._call(f"read lease {namespace}/{name}", self.coordination.read_namespaced_lease, name, namespace)
+        except TargetMissing:
+            return None
+
+    def create_lease(self, namespace: str, lease: client.V1Lease) -> client.V1Lease:
+        return self._call(f"create lease {namespace}", self.coordination.create_namespaced_lease, namespace, lease)
+
+    def replace_lease(self, namespace: str, name: str, lease: client.V1Lease) -> client.V1Lease:
+        return self._call(f"replace lease {namespace}/{name}", self.coordination.replace_namespaced_lease, name, namespace, lease)

@@ -1,0 +1,149 @@
+"""The InferenceAutoscaler custom resource: spec models and their conversion.
+
+Group ``autoscaling.kis-s.dev``, version ``v1alpha1`` (CRD in
+``charts/kis-s/crds/inferenceautoscalers.yaml``). :func:`parse_autoscaler`
+validates an object as the API server returned it and raises
+:class:`InvalidSpec` naming the field path; the controller then sets the
+``InvalidSpec`` condition and patches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from controller.guardrails import Behavior
+from controller.policies.registry import validate_policy_spec
+from controller.slo import SLO
+
+GROUP = "autoscaling.kis-s.dev"
+VERSION = "v1alpha1"
+PLURAL = "inferenceautoscalers"
+KIND = "InferenceAutoscaler"
+DEFAULT_BASELINE: dict[str, Any] = {"type": "hpa", "metric": "requests_per_replica", "target": 8.0}
+
+
+class InvalidSpec(ValueError):
+    """A malformed InferenceAutoscaler; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class ScaleTargetRef(_Model):
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment"] = "Deployment"
+    name: str = Field(min_length=1)
+
+
+class ArtifactRef(_Model):
+    path: str | None = None
+    config_map: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ArtifactRef:
+        if (self.path is None) == (self.config_map is None):
+            raise ValueError("give exactly one of path or configMap")
+        if self.config_map is not None and "name" not in self.config_map:
+            raise ValueError("configMap needs a name")
+        return self
+
+
+class BaselineSpec(_Model):
+    type: Literal["hpa", "threshold", "kpa", "fixed"]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class PolicySpec(_Model):
+    type: Literal["learned", "hpa", "threshold", "kpa", "fixed"]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    artifact: ArtifactRef | None = None
+    baseline: BaselineSpec | None = None
+
+
+class SloSpec(_Model):
+    ttft_ms: float = Field(500.0, gt=0)
+    tpot_ms: float = Field(50.0, gt=0)
+
+
+class MetricsSpec(_Model):
+    selector: dict[str, str] | None = None
+    window_seconds: int = Field(60, ge=5)
+    long_window_seconds: int = Field(300, ge=5)
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class BehaviorSpec(_Model):
+    max_step_up: int | None = Field(None, ge=1)
+    max_step_down: int | None = Field(None, ge=1)
+    scale_down_stabilization_seconds: float = Field(300.0, ge=0)
+    cooldown_up_seconds: float = Field(0.0, ge=0)
+    cooldown_down_seconds: float = Field(0.0, ge=0)
+    stale_metrics: Literal["hold", "baseline", "scaleUpOnly"] = "hold"
+
+
+class AutoscalerSpec(_Model):
+    scale_target_ref: ScaleTargetRef
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(ge=1)
+    mode: Literal["active", "shadow"] = "active"
+    shadow_apply_baseline: bool = False
+    policy: PolicySpec
+    slo: SloSpec = SloSpec()
+    metrics: MetricsSpec = MetricsSpec()
+    behavior: BehaviorSpec = BehaviorSpec()
+
+    @model_validator(mode="after")
+    def _checks(self) -> AutoscalerSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.policy.type == "learned" and self.policy.artifact is None:
+            raise ValueError("policy.artifact is required for a learned policy")
+        if self.metrics.long_window_seconds < self.metrics.window_seconds:
+            raise ValueError("metrics.longWindowSeconds must be at least metrics.windowSeconds")
+        return self
+
+    # ------------------------------------------------------------ derived
+    def policy_mapping(self) -> dict[str, Any]:
+        """The registry mapping of the main policy (learned: its artifact is resolved by the loop)."""
+        return {"type": self.policy.type, **self.policy.parameters}
+
+    def baseline_mapping(self) -> dict[str, Any]:
+        if self.policy.baseline is None:
+            return dict(DEFAULT_BASELINE)
+        return {"type": self.policy.baseline.type, **self.policy.baseline.parameters}
+
+    def behavior_config(self) -> Behavior:
+        b = self.behavior
+        rule = {"hold": "hold", "baseline": "baseline", "scaleUpOnly": "scale_up_only"}[b.stale_metrics]
+        return Behavior(self.min_replicas, self.max_replicas, b.max_step_up, b.max_step_down,
+                        b.scale_down_stabilization_seconds, b.cooldown_up_seconds, b.cooldown_down_seconds, rule)  # type: ignore[arg-type]
+
+    def slo_config(self) -> SLO:
+        return SLO(self.slo.ttft_ms / 1000.0, self.slo.tpot_ms / 1000.0)
+
+    def selector(self, namespace: str) -> dict[str, str]:
+        return dict(self.metrics.selector) if self.metrics.selector else {"namespace": namespace, "deployment": self.scale_target_ref.name}
+
+
+def parse_autoscaler(obj: Mapping[str, Any]) -> AutoscalerSpec:
+    """Validate ``obj["spec"]``; :class:`InvalidSpec` says which field is wrong and why."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise InvalidSpec("spec: missing or not an object")
+    try:
+        parsed = AutoscalerSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
+        raise InvalidSpec(problems) from exc
+    try:
+        if parsed.policy.type != "learned":
+            validate_policy_spec(parsed.policy_mapping())
+        validate_policy_spec(parsed.baseline_mapping())
+    except ValueError as exc:
+        raise InvalidSpec(f"spec.{exc}") from exc
+    return parsed

@@ -1,0 +1,274 @@
+"""A small Kubernetes API emulator, spoken to by the official ``kubernetes`` client.
+
+It serves just the REST paths KIS-S uses, with the semantics the controller
+depends on (which a generic mock lacks): ``deployments/{name}/scale`` answers
+an ``autoscaling/v1`` Scale and a patch changes ``spec.replicas``;
+``resourceVersion`` grows on every write and a stale one answers 409; PUT
+replaces Leases; ``status`` is a subresource; merge patches. Deployments get
+``readyReplicas = replicas`` at once unless ``auto_ready`` is off (then an
+actuator sets the status). Faults can be injected per method and path.
+
+Runs in a thread on loopback (:meth:`KubeEmulator.start`).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+CR = "/apis/autoscaling.kis-s.dev/v1alpha1"
+
+
+def _merge(target: dict, patch: dict) -> dict:
+    """RFC 7386 JSON merge patch."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+def _status(code: int, reason: str, message: str) -> JSONResponse:
+    return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}, status_code=code)
+
+
+@dataclass
+class Fault:
+    method: str
+    pattern: re.Pattern[str]
+    status: int
+    times: int
+
+
+class KubeEmulator:
+    """Objects by (kind, namespace, name); ``requests`` logs (method, path) for assertions."""
+
+    def __init__(self, *, auto_ready: bool = True) -> None:
+        self.auto_ready = auto_ready
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.faults: list[Fault] = []
+        self._version = 0
+        self._lock = threading.RLock()
+        self.app = self._build()
+        self.handle: Any = None
+
+    # ------------------------------------------------------------ helpers
+    def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._version += 1
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._version)
+        meta.setdefault("uid", f"uid-{self._version}")
+        meta.setdefault("creationTimestamp", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        meta.setdefault("generation", 1)
+        return obj
+
+    def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object directly (test setup)."""
+        with self._lock:
+            obj = copy.deepcopy(obj)
+            key = (kind, obj["metadata"].get("namespace", "default"), obj["metadata"]["name"])
+            obj["metadata"]["namespace"] = key[1]
+            if kind == "deployments":
+                self._sync_deployment(obj)
+            self.objects[key] = self._bump(obj)
+            return copy.deepcopy(obj)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self.objects.get((kind, namespace, name))
+            return copy.deepcopy(obj) if obj else None
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self.objects.pop((kind, namespace, name), None)
+
+    def set_ready(self, namespace: str, name: str, ready: int) -> None:
+        with self._lock:
+            obj = self.objects[("deployments", namespace, name)]
+            obj.setdefault("status", {})["readyReplicas"] = ready
+            self._bump(obj)
+
+    def inject(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
+        """The next ``times`` requests matching answer ``status``."""
+        self.faults.append(Fault(method.upper(), re.compile(path_regex), status, times))
+
+    def events(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [o for (k, ns, _), o in self.objects.items() if k == "events" and (namespace is None or ns == namespace)]
+
+    def _sync_deployment(self, obj: dict[str, Any]) -> None:
+        spec = obj.setdefault("spec", {})
+        name = obj["metadata"]["name"]
+        spec.setdefault("selector", {"matchLabels": {"app": name}})
+        spec.setdefault("template", {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "server", "image": "kis-s:0.1.0"}]}})
+        replicas = spec.setdefault("replicas", 1)
+        status = obj.setdefault("status", {})
+        status["replicas"] = replicas
+        if self.auto_ready:
+            status["readyReplicas"] = replicas
+
+    def _scale(self, dep: dict[str, Any]) -> dict[str, Any]:
+        meta = dep["metadata"]
+        return {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": meta["name"], "namespace": meta["namespace"], "resourceVersion": meta["resourceVersion"], "uid": meta["uid"]},
+                "spec": {"replicas": dep["spec"]["replicas"]},
+                "status": {"replicas": dep["status"].get("replicas", 0), "selector": f"app={meta['name']}"}}
+
+    def _list(self, kind: str, namespace: str | None, api_version: str, list_kind: str) -> dict[str, Any]:
+        items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == kind and (namespace is None or ns == namespace)]
+        return {"apiVersion": api_version, "kind": list_kind, "metadata": {"resourceVersion": str(self._version)}, "items": items}
+
+    # -------------------------------------------------------------- routes
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+        emu = self
+
+        @app.middleware("http")
+        async def faults(request: Request, call_next):
+            with emu._lock:
+                emu.requests.append((request.method, request.url.path))
+                for fault in emu.faults:
+                    if fault.times > 0 and fault.method == request.method and fault.pattern.search(request.url.path):
+                        fault.times -= 1
+                        return _status(fault.status, "Injected", f"injected fault {fault.status}")
+            return await call_next(request)
+
+        def conflict(current: dict[str, Any], body: dict[str, Any]) -> JSONResponse | None:
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted and wanted != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", f"the object has been modified (resourceVersion {wanted} != {current['metadata']['resourceVersion']})")
+            return None
+
+        def missing(kind: str, name: str) -> JSONResponse:
+            return _status(404, "NotFound", f'{kind} "{name}" not found')
+
+        @app.get(f"{CR}/inferenceautoscalers")
+        def list_all_autoscalers():
+            with emu._lock:
+                return emu._list("inferenceautoscalers", None, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
+
+        @app.get(CR + "/namespaces/{ns}/inferenceautoscalers")
+        def list_autoscalers(ns: str):
+            with emu._lock:
+                return emu._list("inferenceautoscalers", ns, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
+
+        @app.patch(CR + "/namespaces/{ns}/inferenceautoscalers/{name}/status")
+        async def patch_autoscaler_status(ns: str, name: str, request: Request):
+            body = await request.json()
+            with emu._lock:
+                obj = emu.objects.get(("inferenceautoscalers", ns, name))
+                if obj is None:
+                    return missing("inferenceautoscalers", name)
+                if (c := conflict(obj, body)) is not None:
+                    return c
+                _merge(obj.setdefault("status", {}), body.get("status") or {})
+                return copy.deepcopy(emu._bump(obj))
+
+        @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+        def get_deployment(ns: str, name: str):
+            with emu._lock:
+                obj = emu.objects.get(("deployments", ns, name))
+                return copy.deepcopy(obj) if obj else missing("deployments", name)
+
+        @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale")
+        def get_scale(ns: str, name: str):
+            with emu._lock:
+                obj = emu.objects.get(("deployments", ns, name))
+                return emu._scale(obj) if obj else missing("deployments", name)
+
+        @app.api_route("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale", methods=["PATCH", "PUT"])
+        async def patch_scale(ns: str, name: str, request: Request):
+            body = await request.json()
+            with emu._lock:
+                obj = emu.objects.get(("deployments", ns, name))
+                if obj is None:
+                    return missing("deployments", name)
+                if (c := conflict(obj, body)) is not None:
+                    return c
+                replicas = (body.get("spec") or {}).get("replicas")
+                if not isinstance(replicas, int) or replicas < 0:
+                    return _status(422, "Invalid", "spec.replicas must be a non-negative integer")
+                obj["spec"]["replicas"] = replicas
+                emu._sync_deployment(obj)
+                emu._bump(obj)
+                return emu._scale(obj)
+
+        @app.post("/api/v1/namespaces/{ns}/events")
+        async def create_event(ns: str, request: Request):
+            body = await request.json()
+            body.setdefault("metadata", {})["namespace"] = ns
+            body["metadata"].setdefault("name", f"event-{emu._version + 1}")
+            with emu._lock:
+                key = ("events", ns, body["metadata"]["name"])
+                emu.objects[key] = emu._bump(body)
+                return JSONResponse(copy.deepcopy(emu.objects[key]), status_code=201)
+
+        @app.get("/api/v1/namespaces/{ns}/configmaps/{name}")
+        def get_config_map(ns: str, name: str):
+            with emu._lock:
+                obj = emu.objects.get(("configmaps", ns, name))
+                return copy.deepcopy(obj) if obj else missing("configmaps", name)
+
+        @app.get("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}")
+        def get_lease(ns: str, name: str):
+            with emu._lock:
+                obj = emu.objects.get(("leases", ns, name))
+                return copy.deepcopy(obj) if obj else missing("leases", name)
+
+        @app.post("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases")
+        async def create_lease(ns: str, request: Request):
+            body = await request.json()
+            with emu._lock:
+                key = ("leases", ns, body["metadata"]["name"])
+                if key in emu.objects:
+                    return _status(409, "AlreadyExists", f'leases "{key[2]}" already exists')
+                body["metadata"]["namespace"] = ns
+                emu.objects[key] = emu._bump(body)
+                return JSONResponse(copy.deepcopy(emu.objects[key]), status_code=201)
+
+        @app.put("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}")
+        async def replace_lease(ns: str, name: str, request: Request):
+            body = await request.json()
+            with emu._lock:
+                obj = emu.objects.get(("leases", ns, name))
+                if obj is None:
+                    return missing("leases", name)
+                if not (body.get("metadata") or {}).get("resourceVersion"):
+                    return _status(422, "Invalid", "metadata.resourceVersion is required for an update")
+                if (c := conflict(obj, body)) is not None:
+                    return c
+                body["metadata"] = {**obj["metadata"], **{k: v for k, v in body["metadata"].items() if k != "resourceVersion"}}
+                emu.objects[("leases", ns, name)] = emu._bump(body)
+                return copy.deepcopy(emu.objects[("leases", ns, name)])
+
+        return app
+
+    # ------------------------------------------------------------- serving
+    def start(self, port: int = 0) -> str:
+        from controller.server import run_server_in_thread
+
+        self.handle = run_server_in_thread(self.app, "127.0.0.1", port)
+        return self.handle.url
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.stop()
+            self.handle = None
+
+    def api_client(self):
+        """An official ``kubernetes`` ApiClient pointed at this emulator."""
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = self.handle.url
+        return client.ApiClient(config)
