@@ -24,7 +24,8 @@ from controller.slo import SLO
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.evaluation.presets import DEFAULT_ARTIFACT, DEFAULT_POLICIES, preset_workloads, trace_workload
 from simulator.evaluation.report import markdown_table
-from simulator.evaluation.runner import ORACLE, EvaluationSetup, PolicyEntry, aggregate, evaluate
+from simulator.evaluation.runner import ORACLE, EvaluationSetup, PolicyEntry, WorkloadEntry, aggregate, evaluate
+from simulator.workloads.ops import scale_rate
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "azure2023"
 HPA_TARGETS = (2, 3, 4, 6, 8, 10, 12, 16, 24)
@@ -40,7 +41,12 @@ def main() -> None:
         cluster=ClusterConfig(pools=(NodePool(name="h100", gpu="H100", gpus_per_node=8, initial_nodes=1, max_nodes=1),), model="llama-8b"),
         slo=SLO(), interval_s=15.0, max_replicas=8, initial_replicas=2,
     )
-    traces = [trace_workload(TRACES / f"AzureLLMInferenceTrace_{name}.csv", "azure") for name in ("code", "conv")]
+    traces = []
+    for name in ("code", "conv"):
+        native = trace_workload(TRACES / f"AzureLLMInferenceTrace_{name}.csv", "azure")
+        traces.append(native)
+        # At native rate one H100 replica nearly serves the conversation trace; 4x makes scaling matter.
+        traces.append(WorkloadEntry(f"{native.name}_x4", lambda seed, _w=native: scale_rate(_w.make(0), 4.0, np.random.default_rng(seed))))
     learned = next(p for p in DEFAULT_POLICIES if p.name == "learned")
     hpas = [PolicyEntry(f"hpa@{t:g}", {"type": "hpa", "metric": "requests_per_replica", "target": float(t)}) for t in HPA_TARGETS]
     started = time.perf_counter()

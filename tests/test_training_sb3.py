@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytestmark = [pytest.mark.train, pytest.mark.filterwarnings("ignore::FutureWarning")]
 
+from controller.artifact import load_artifact  # noqa: E402
 from simulator.training.config import TrainConfig  # noqa: E402
 from simulator.training.sb3 import train_sb3  # noqa: E402
 from tests.test_qlearning import heavy_env  # noqa: E402
@@ -17,8 +18,6 @@ from tests.test_qlearning import heavy_env  # noqa: E402
 
 @pytest.mark.parametrize("algo", ["ppo", "dqn"])
 def test_train_logs_and_artifact_round_trip(tmp_path, algo):
-    import onnxruntime as ort
-
     config = TrainConfig(algo=algo, total_steps=600, n_envs=2, seed=3, eval={"every_steps": 300, "episodes": 1},
                          hyperparameters={"n_steps": 64, "batch_size": 64} if algo == "ppo" else {"learning_starts": 100})
     model = train_sb3(config, tmp_path, progress=False, env_factory=heavy_env)
@@ -30,8 +29,9 @@ def test_train_logs_and_artifact_round_trip(tmp_path, algo):
     assert meta["action"] == {"kind": "step", "steps": [-1, 0, 1]}
     assert meta["observation_context"] == {"max_replicas": 4}
     assert meta["provenance"]["algorithm"] == algo and meta["provenance"]["seed"] == 3
-    session = ort.InferenceSession(str(artifact / "policy.onnx"), providers=["CPUExecutionProvider"])
+    assert sorted(p.name for p in artifact.iterdir()) == ["metadata.json", "policy.onnx"]  # one self-contained model file
+    loaded = load_artifact(artifact)  # the controller's loader: from bytes, no torch
     obs = np.random.default_rng(0).uniform(-3, 3, size=(1000, model.observation_space.shape[0])).astype(np.float32)
-    onnx_actions = session.run(None, {"obs": obs})[0].argmax(axis=1)
+    onnx_actions = loaded.actions(obs)
     torch_actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(onnx_actions, torch_actions)

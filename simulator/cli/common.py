@@ -51,17 +51,23 @@ def load_workload(
     return workload
 
 
+SHORT = {"slo_attainment": "SLO", "ttft_p95_s": "TTFT p95", "tpot_p95_s": "TPOT p95", "e2e_p95_s": "E2E p95", "gpu_hours": "GPU-h",
+         "cost_usd": "cost", "scale_events": "scales", "reaction_time_s": "react", "requests": "requests"}
+
+
 def fmt_value(key: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if key.endswith("_s"):
-        return f"{value * 1000:.0f} ms"
+        return f"{value:.1f} s" if value >= 10 else f"{value * 1000:.0f} ms"
     if key == "slo_attainment":
         return f"{value:.2%}"
     if key == "cost_usd":
         return f"${value:.2f}"
-    if key in ("requests", "scale_events", "rejected", "unserved"):
+    if key in ("requests", "rejected", "unserved"):
         return f"{value:.0f}"
+    if key == "scale_events":
+        return f"{value:.1f}"
     return f"{value:.2f}"
 
 
@@ -78,9 +84,9 @@ def vertical_table(title: str, summary: dict[str, float], keys: list[str]) -> Ta
 def summary_table(title: str, rows: dict[str, dict[str, float]], keys: list[str]) -> Table:
     """A table with one row per run and one column per summary key."""
     table = Table(title=title)
-    table.add_column("run")
+    table.add_column("run", no_wrap=True)
     for key in keys:
-        table.add_column(key.replace("_", " "), justify="right")
+        table.add_column(SHORT.get(key, key.replace("_", " ")), justify="right", no_wrap=True)
     for name, summary in rows.items():
         table.add_row(name, *(fmt_value(k, summary.get(k, math.nan)) for k in keys))
     return table

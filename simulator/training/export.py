@@ -48,7 +48,7 @@ def export_artifact(model: Any, out_dir: Path, *, steps: list[int], max_replicas
     with torch.no_grad():
         torch.onnx.export(
             module, (example,), str(onnx_path), input_names=["obs"], output_names=["scores"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False, external_data=False,
         )
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata = {
