@@ -27,7 +27,7 @@ def test_every_command_has_help(command):
 def test_simulate_json_and_plots(tmp_path):
     result = runner.invoke(app, ["simulate", "--workload", "spike", "--duration", "300", "--replicas", "2", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["requests"] > 0 and 0 <= summary["slo_attainment"] <= 1 and summary["gpu_hours"] == pytest.approx(2 * 300 / 3600)
     assert (tmp_path / "run.png").stat().st_size > 10_000 and (tmp_path / "summary.json").exists()
 
@@ -36,7 +36,7 @@ def test_simulate_autoscaled_scales(tmp_path):
     result = runner.invoke(app, ["simulate", "--workload", "spike", "--duration", "600", "--replicas", "1", "--autoscale",
                                  "--policy", '{"type": "hpa", "target": 4}', "--out", str(tmp_path), "--no-plots", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["scale_events"] >= 1
+    assert json.loads(result.stdout)["scale_events"] >= 1
 
 
 def test_simulate_rejects_bad_policy_and_trace(tmp_path):
@@ -52,7 +52,7 @@ def test_evaluate_json_report_and_oracle(tmp_path):
     result = runner.invoke(app, ["evaluate", "--policies", str(policies), "--workloads", "spike", "--seeds", "0", "--duration", "600",
                                  "--out", str(tmp_path / "eval"), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert set(out["overall"]) == {"hpa", "fixed", "oracle"}
     assert (tmp_path / "eval" / "report.md").read_text().count("| hpa |") >= 2
     assert (tmp_path / "eval" / "workload_spike.png").exists()
@@ -77,5 +77,5 @@ def test_train_qlearning_tiny(tmp_path):
     config.write_text(yaml.safe_dump({"algo": "qlearning", "total_steps": 40, "env": {"episode_duration_s": 300, "workloads": ["spike"]}}))
     result = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "q"), "--no-progress", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["episodes"] == 2
+    assert json.loads(result.stdout)["episodes"] == 2
     assert (tmp_path / "q" / "qtable.npz").exists() and (tmp_path / "q" / "episodes.csv").read_text().count("\n") == 3

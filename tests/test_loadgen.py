@@ -54,5 +54,5 @@ def test_cli_run_json(stub, tmp_path):
     result = CliRunner().invoke(app, ["loadgen", "run", "--url", stub.url, "--workload", "spike", "--duration", "20", "--rate-scale", "0.1",
                                       "--speedup", "10", "--out", str(tmp_path / "l.csv"), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["requests"] > 0 and (tmp_path / "l.csv").exists()

@@ -108,9 +108,9 @@ def test_calibration_beats_uncalibrated_defaults(h100_profile):
 def test_cli_predict_json():
     result = runner.invoke(app, ["profile", "predict", "--gpu", "H100", "--model", "llama-8b", "--phase", "decode", "--batch", "32", "--tokens", "2048", "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["iteration_ms"] == pytest.approx(MODEL.decode_ms(32, 2048))
-    slower = json.loads(runner.invoke(app, ["profile", "predict", "--gpu", "L4", "--model", "llama-8b", "--phase", "decode", "--batch", "32", "--tokens", "2048", "--json"]).output)
+    slower = json.loads(runner.invoke(app, ["profile", "predict", "--gpu", "L4", "--model", "llama-8b", "--phase", "decode", "--batch", "32", "--tokens", "2048", "--json"]).stdout)
     assert slower["iteration_ms"] > out["iteration_ms"]
     bad = runner.invoke(app, ["profile", "predict", "--gpu", "X1", "--phase", "decode"])
     assert bad.exit_code == 2 and "unknown GPU" in bad.output
@@ -119,7 +119,7 @@ def test_cli_predict_json():
 def test_cli_check_json(h100_profile):
     result = runner.invoke(app, ["profile", "check", "--calibration", str(h100_profile), "--against", str(h100_profile), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["mape"]["prefill"] <= 0.1 and out["mape"]["decode"] <= 0.1 and len(out["points"]) == 22
 
 

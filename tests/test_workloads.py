@@ -164,7 +164,7 @@ def test_per_minute_aggregates_and_round_trip(tmp_path):
 def test_cli_stats_json(azure_conv):
     result = runner.invoke(app, ["workload", "stats", str(azure_conv), "--format", "azure", "--json"])
     assert result.exit_code == 0, result.output
-    stats = json.loads(result.output)
+    stats = json.loads(result.stdout)
     assert stats["rows"] == 19366 and stats["peak_minute_requests"] == 507
 
 
@@ -173,7 +173,7 @@ def test_cli_stats_reports_errors_and_skips(tmp_path):
     failed = runner.invoke(app, ["workload", "stats", str(path)])
     assert failed.exit_code == 2 and "x.csv:3" in failed.output
     skipped = runner.invoke(app, ["workload", "stats", str(path), "--skip-bad-rows", "--json"])
-    assert json.loads(skipped.output)["skipped_rows"] == 1
+    assert json.loads(skipped.stdout)["skipped_rows"] == 1
 
 
 def test_cli_generate(tmp_path):
