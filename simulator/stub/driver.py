@@ -25,12 +25,13 @@ class InFlight:
     output_tokens: int
     event: asyncio.Event
     done: FinishedRequest | None = None
+    seen: int = -1
 
 
 class RealTimeEngine:
     """Owns a :class:`ReplicaEngine`; every call happens on the event loop's thread."""
 
-    def __init__(self, engine: ReplicaEngine, *, time_scale: float = 1.0, tick_s: float = 0.005, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: ReplicaEngine, *, time_scale: float = 1.0, tick_s: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {time_scale}")
         self.engine = engine
@@ -76,7 +77,7 @@ class RealTimeEngine:
         return self.engine.progress(flight.rid)
 
     def step(self) -> None:
-        """Advance to now and wake every request in flight."""
+        """Advance to now and wake the requests that progressed (first token, new tokens, done)."""
         self.engine.advance(self.now())
         for done in self.engine.finished:
             flight = self._inflight.pop(done.rid, None)
@@ -85,7 +86,10 @@ class RealTimeEngine:
                 flight.event.set()
         self.engine.finished.clear()
         for flight in self._inflight.values():
-            flight.event.set()
+            first, generated = self.engine.progress(flight.rid)
+            if first is not None and generated != flight.seen:
+                flight.seen = generated
+                flight.event.set()
 
     async def _run(self) -> None:
         while True:
