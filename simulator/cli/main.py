@@ -10,6 +10,7 @@ from simulator.cli import lb, loadgen, profile, stub, workload
 from simulator.cli.evaluate import demo_command, evaluate_command
 from simulator.cli.simulate import simulate_command
 from simulator.cli.train import train_command
+from simulator.cli.twin import twin_command
 
 app = typer.Typer(
     name="kis",
@@ -26,6 +27,7 @@ app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing exp
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("demo")(demo_command)
+app.command("twin")(twin_command)
 app.add_typer(controller_cli.app, name="controller", help="Run the KIScaler controller.")
 
 if __name__ == "__main__":  # pragma: no cover

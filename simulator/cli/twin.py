@@ -1,0 +1,52 @@
+"""``kis twin``: the local closed loop (emulated Kubernetes, stub replicas, Prometheus, controller, load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from simulator.cli.common import console, err_console
+
+
+def twin_command(
+    duration: float = typer.Option(60.0, "--duration", help="Seconds of load."),
+    base_rate: float = typer.Option(3.0, "--base-rate", help="Requests/s outside the spike."),
+    peak_rate: float = typer.Option(24.0, "--peak-rate", help="Requests/s during the spike."),
+    spike_start: float = typer.Option(10.0, "--spike-start"),
+    spike_length: float = typer.Option(20.0, "--spike-length"),
+    drain: float = typer.Option(40.0, "--drain", help="Seconds to keep running after the load, to see the scale-down."),
+    max_replicas: int = typer.Option(6, "--max-replicas"),
+    startup_delay: float = typer.Option(3.0, "--startup-delay", help="Model load of a new replica, seconds."),
+    out: Path = typer.Option(Path("out/twin"), "--out"),
+) -> None:
+    """Run the whole autoscaling loop on this machine: a load spike makes the controller scale the stub replicas up and back down."""
+    from rich.live import Live
+    from rich.table import Table
+
+    from simulator.twin.report import write_twin_report
+    from simulator.twin.run import TwinConfig, run_twin, spike
+
+    state = {"t": 0.0, "desired": 0, "ready": 0, "inflight": 0}
+
+    def table() -> Table:
+        view = Table(title="kis twin")
+        for column in ("t (s)", "desired", "ready", "in flight"):
+            view.add_column(column, justify="right")
+        view.add_row(f"{state['t']:.0f}", str(state["desired"]), str(state["ready"]), str(state["inflight"]))
+        return view
+
+    try:
+        with Live(table(), console=err_console, refresh_per_second=2) as live:
+            def on_sample(t: float, desired: int, ready: int, inflight: int) -> None:
+                state.update(t=t, desired=desired, ready=ready, inflight=inflight)
+                live.update(table())
+
+            result = run_twin(spike(duration, base_rate, peak_rate, spike_start, spike_length),
+                              TwinConfig(max_replicas=max_replicas, startup_delay_s=startup_delay, drain_s=drain), on_sample=on_sample)
+    except RuntimeError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    report = write_twin_report(result, out)
+    console.print(report.read_text().split("![twin]")[0])
+    console.print(f"report: {report}")

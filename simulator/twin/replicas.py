@@ -1,0 +1,123 @@
+"""The replica actuator and gateway of the local closed loop.
+
+:class:`ReplicaActuator` keeps as many stub servers running as the emulated
+Deployment asks for: new ones start with their model-load delay and count as
+ready once ``/health`` answers; removed ones (newest first) stop receiving
+requests, finish what they hold, then stop. It writes the Deployment's
+``readyReplicas`` and the Prometheus file-service-discovery targets.
+:func:`create_gateway` is the Service in front: it forwards each request to
+the ready replica with the fewest requests in flight and streams the answer back.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from controller.server import ServerHandle, run_server_in_thread
+from simulator.stub.app import StubConfig, create_app
+from simulator.twin.apiserver import KubeEmulator
+
+
+@dataclass
+class Replica:
+    handle: ServerHandle
+    ready: bool = False
+    draining: bool = False
+    inflight: int = 0
+
+    @property
+    def url(self) -> str:
+        return self.handle.url
+
+
+@dataclass
+class ReplicaActuator:
+    emulator: KubeEmulator
+    namespace: str
+    deployment: str
+    stub: StubConfig
+    targets_file: Path | None = None
+    replicas: list[Replica] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ready(self) -> list[Replica]:
+        with self.lock:
+            return [r for r in self.replicas if r.ready and not r.draining]
+
+    def sync(self) -> None:
+        """One reconciliation of servers with the Deployment's ``spec.replicas``."""
+        dep = self.emulator.get("deployments", self.namespace, self.deployment)
+        desired = int(dep["spec"]["replicas"]) if dep else 0
+        with self.lock:
+            live = [r for r in self.replicas if not r.draining]
+            for _ in range(desired - len(live)):
+                self.replicas.append(Replica(run_server_in_thread(create_app(self.stub), port=0, lifespan="on")))
+            for replica in sorted(live, key=lambda r: not r.ready)[: max(0, len(live) - desired)][::-1]:
+                replica.draining = True  # not-ready first, then newest
+        for replica in list(self.replicas):
+            if not replica.ready and not replica.draining:
+                try:
+                    replica.ready = httpx.get(f"{replica.url}/health", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    pass
+            if replica.draining and replica.inflight == 0:
+                replica.handle.stop()
+                with self.lock:
+                    self.replicas.remove(replica)
+        ready = len(self.ready())
+        if dep is not None and dep.get("status", {}).get("readyReplicas") != ready:
+            self.emulator.set_ready(self.namespace, self.deployment, ready)
+        self._write_targets()
+
+    def _write_targets(self) -> None:
+        if self.targets_file is None:
+            return
+        with self.lock:
+            addresses = [r.url.removeprefix("http://") for r in self.replicas if r.ready]
+        entry = [{"targets": addresses, "labels": {"namespace": self.namespace, "deployment": self.deployment}}]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entry))
+        tmp.replace(self.targets_file)
+
+    def stop(self) -> None:
+        with self.lock:
+            replicas, self.replicas = self.replicas, []
+        for replica in replicas:
+            replica.handle.stop()
+
+
+def create_gateway(actuator: ReplicaActuator) -> FastAPI:
+    """The Service in front of the replicas (least requests in flight)."""
+    app = FastAPI(title="KIS-S twin gateway")
+    client = httpx.AsyncClient(timeout=300)
+
+    @app.post("/v1/{path:path}")
+    async def forward(path: str, request: Request) -> Response:
+        ready = actuator.ready()
+        if not ready:
+            return JSONResponse({"error": {"message": "no ready replica", "type": "service_unavailable", "param": None, "code": None}}, status_code=503)
+        replica = min(ready, key=lambda r: r.inflight)
+        replica.inflight += 1
+        body = await request.body()
+        upstream = client.build_request("POST", f"{replica.url}/v1/{path}", content=body, headers={"content-type": "application/json"})
+        response = await client.send(upstream, stream=True)
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            finally:
+                await response.aclose()
+                replica.inflight -= 1
+
+        return StreamingResponse(relay(), status_code=response.status_code, media_type=response.headers.get("content-type"))
+
+    return app

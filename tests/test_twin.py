@@ -1,0 +1,35 @@
+"""The local closed loop end to end: emulated Kubernetes, stub replicas, real Prometheus, the controller, a spike."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from simulator.twin.report import write_twin_report
+from simulator.twin.run import TwinConfig, run_twin, spike
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
+def test_spike_scales_up_latency_recovers_and_scales_down(tmp_path):
+    config = TwinConfig(interval_s=2.0, stabilization_s=10.0, startup_delay_s=2.0, drain_s=30.0, max_replicas=5)
+    result = run_twin(spike(duration_s=40, base=2.0, peak=24.0, start_s=8, length_s=16), config)
+    t = np.array([p[0] for p in result.timeline])
+    desired = np.array([p[1] for p in result.timeline])
+    ready = np.array([p[2] for p in result.timeline])
+    assert desired[t < 8].max() == 1  # before the spike: one replica
+    assert desired.max() >= 3  # the spike makes the controller scale up
+    peak_at = t[np.argmax(ready)]
+    assert ready.max() >= 3 and 8 < peak_at < 45  # the new replicas become ready
+    ok = [r for r in result.requests if r.ok]
+    assert len(ok) == len(result.requests)  # nothing lost while scaling
+    late = [r.ttft_s for r in ok if r.sent_s > peak_at]
+    early = [r.ttft_s for r in ok if 8 < r.sent_s < 12]
+    assert np.percentile(late, 95) <= np.percentile(early, 95) or np.percentile(late, 95) < 0.5  # latency recovers
+    assert desired[-1] < desired.max()  # after the load, replicas scale down after the stabilisation window
+    assert any("ScaleDown" in text for _, text in result.decisions)
+    report = write_twin_report(result, tmp_path)
+    assert "Local closed loop" in report.read_text() and (tmp_path / "twin.png").exists()
