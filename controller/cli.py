@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 app = typer.Typer(help="Run the KIScaler controller.", no_args_is_help=True)
-CRD = Path(__file__).resolve().parents[1] / "charts" / "kis-s" / "crds" / "inferenceautoscalers.yaml"
+CRD = Path(__file__).resolve().parent / "crd" / "inferenceautoscalers.yaml"  # the chart links to this file
 
 
 def _api_client(kubeconfig: Path | None, context: str | None):

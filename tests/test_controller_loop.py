@@ -25,7 +25,7 @@ from simulator.evaluation.runner import EvaluationSetup, PolicyEntry, make_decid
 from simulator.twin.apiserver import KubeEmulator
 
 REPO = Path(__file__).resolve().parents[1]
-CRD = yaml.safe_load((REPO / "charts/kis-s/crds/inferenceautoscalers.yaml").read_text())
+CRD = yaml.safe_load((REPO / "controller/crd/inferenceautoscalers.yaml").read_text())
 NOW = 1_800_000_000.0
 LOADED = {"requests_running": 60.0, "requests_waiting": 20.0, "request_rate": 10.0, "prompt_token_rate": 9000.0, "generation_token_rate": 1500.0}
 
