@@ -127,8 +127,11 @@ def test_dashboards_and_rules_come_from_their_single_home():
     assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yml").read_text())
 
 
-def test_default_policy_in_the_chart_is_the_shipped_one():
+@pytest.mark.helm
+def test_default_policy_config_map_carries_the_shipped_policy():
+    import base64
+
     shipped = REPO / "controller" / "policies" / "default"
-    in_chart = CHART / "files" / "default-policy"
-    for name in ("policy.onnx", "metadata.json"):
-        assert (in_chart / name).read_bytes() == (shipped / name).read_bytes(), f"{name} drifted: copy controller/policies/default/* into {in_chart}"
+    cm = next(o for o in render([]) if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-default-policy"))
+    assert base64.b64decode(cm["binaryData"]["policy.onnx"]) == (shipped / "policy.onnx").read_bytes()
+    assert json.loads(cm["data"]["metadata.json"]) == json.loads((shipped / "metadata.json").read_text())
