@@ -94,7 +94,11 @@ ROUTERS = ("round_robin", "least_connections", "least_loaded", "random")
 
 
 def make_router(name: str, rng: np.random.Generator) -> Router:
-    """A router by name (one of :data:`ROUTERS`)."""
+    """A router by name (one of :data:`ROUTERS`, or ``learned:PATH`` for a trained ``kis lb`` agent)."""
+    if name.startswith("learned:"):
+        from simulator.lb.router import LearnedRouter
+
+        return LearnedRouter.load(name.removeprefix("learned:"))
     if name == "round_robin":
         return RoundRobin()
     if name == "least_connections":
