@@ -49,7 +49,8 @@ class RequestResult:
 
 async def _one(client: httpx.AsyncClient, url: str, model: str, index: int, prompt: int, output: int, scheduled: float, start: float) -> RequestResult:
     sent = time.monotonic() - start
-    body = {"model": model, "prompt": "x", "max_tokens": output, "stream": True, "kis": {"prompt_tokens": prompt, "output_tokens": output}}
+    body = {"model": model, "prompt": "x", "max_tokens": output, "stream": True, "stream_options": {"include_usage": True},
+            "kis": {"prompt_tokens": prompt, "output_tokens": output}}
     first = last = None
     tokens = 0
     t0 = time.monotonic()
@@ -70,7 +71,9 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, index: int, prom
                     now = time.monotonic()
                     first = first or now
                     last = now
-                    tokens += 1
+                    tokens += 1  # chunks; the usage chunk, when the server sends one, gives the exact count
+                if chunk.get("usage"):
+                    tokens = int(chunk["usage"].get("completion_tokens", tokens))
     except (httpx.HTTPError, ValueError) as exc:
         return RequestResult(index, scheduled, sent, float("nan"), float("nan"), float("nan"), prompt, output, tokens, 0, f"{type(exc).__name__}: {exc}")
     end = time.monotonic()

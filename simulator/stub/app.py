@@ -183,10 +183,10 @@ async def _stream(driver: RealTimeEngine, flight: InFlight, kind: str, ident: st
         await flight.event.wait()
         flight.event.clear()
         first_token, generated = driver.progress(flight)
-        if first_token is not None:
-            for i in range(sent, generated):
-                yield chunk(f"t{i} ", None, first=i == 0)
-            sent = max(sent, generated)
+        if first_token is not None and generated > sent:
+            # All tokens generated since the last update in one chunk (like vLLM's --stream-interval).
+            yield chunk(_tokens_text(sent, generated), None, first=sent == 0)
+            sent = generated
         if flight.done is not None:
             yield chunk(None, finish)
             if include_usage:
