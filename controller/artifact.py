@@ -1,108 +1,251 @@
 """Policy artifacts: a folder with ``policy.onnx`` and ``metadata.json``.
 
-``policy.onnx`` maps ``obs`` (float32 ``[N, features]``) to per-action scores
-(``[N, actions]``); the action is their argmax. ``metadata.json``::
+``policy.onnx`` takes one input named ``obs`` (float32 ``[N, OBSERVATION_SIZE]``,
+built by :func:`controller.observation.build_observation`) and returns either
+per-action scores (float ``[N, actions]``; the action is their argmax) or the
+action index itself (integer ``[N]`` or ``[N, 1]``). ``metadata.json``::
 
     {"format": "kis-policy/1",
      "schema": <controller.observation.schema_description()>,
-     "action": {"kind": "step", "steps": [-2, -1, 0, 1, 2]},
-     "observation_context": {"max_replicas": 8},
-     "sha256": "<of policy.onnx>",
-     "provenance": {...algorithm, workloads, seed, steps, reward weights, engine profile...}}
+     "action": {"kind": "step", "steps": [-2, -1, 0, 1, 2]},      # replicas = current + step
+            or {"kind": "target", "replicas": [1, 2, 4, 8]},      # replicas = replicas[action]
+     "observation_context": {"max_replicas": 8},                 # optional: normalisation used in training
+     "sha256": "<hex digest of policy.onnx>",                     # optional
+     "provenance": {...free-form: algorithm, workloads, seed, steps, reward weights, engine profile, command}}
 
-:func:`load_artifact` checks all of it and raises :class:`ArtifactError`
-naming the file and the problem. Runs on onnxruntime: no torch.
+:func:`load_artifact` checks all of it and raises :class:`ArtifactError` (a
+``ValueError``) naming the file and the problem. Runs on onnxruntime, one
+CPU thread, one session per artifact: no torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from controller.observation import FEATURE_NAMES, OBSERVATION_SIZE, SCHEMA_VERSION
+from controller.observation import CLIP, FEATURES, OBSERVATION_SIZE, SCHEMA_VERSION
 
 ARTIFACT_FORMAT = "kis-policy/1"
+INPUT_NAME = "obs"
+METADATA_FILE = "metadata.json"
+MODEL_FILE = "policy.onnx"
+ActionKind = Literal["step", "target"]
 
 
 class ArtifactError(ValueError):
     """A missing, corrupt or incompatible policy artifact."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PolicyArtifact:
+    """A loaded, validated artifact.
+
+    :param path: the artifact folder.
+    :param action_kind: ``step`` (replicas = current + value) or ``target`` (replicas = value).
+    :param action_values: the value of each action index (steps or target replicas).
+    :param max_replicas: ``observation_context.max_replicas`` of training, or ``None``.
+    :param metadata: the parsed ``metadata.json``.
+    :param session: the onnxruntime ``InferenceSession``.
+    :param output: ``scores`` (per-action scores) or ``index`` (the action index).
+    """
+
     path: Path
-    steps: tuple[int, ...]
-    max_replicas: int
+    action_kind: ActionKind
+    action_values: tuple[int, ...]
+    max_replicas: int | None
     metadata: dict[str, Any]
     session: Any
+    output: Literal["scores", "index"] = "scores"
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """The step of each action (``step`` artifacts)."""
+        if self.action_kind != "step":
+            raise ArtifactError(f"policy artifact {self.path}: action kind is {self.action_kind!r}, not 'step'")
+        return self.action_values
+
+    @property
+    def n_actions(self) -> int:
+        return len(self.action_values)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return dict(self.metadata.get("provenance") or {})
+
+    def _run(self, obs: np.ndarray) -> np.ndarray:
+        batch = np.asarray(obs, dtype=np.float32).reshape(-1, OBSERVATION_SIZE)
+        return np.asarray(self.session.run(None, {INPUT_NAME: batch})[0])
 
     def scores(self, obs: np.ndarray) -> np.ndarray:
-        batch = np.asarray(obs, dtype=np.float32).reshape(-1, OBSERVATION_SIZE)
-        return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+        """Per-action scores ``[N, actions]`` (score-output artifacts only)."""
+        if self.output != "scores":
+            raise ArtifactError(f"policy artifact {self.path}: the model outputs action indices, not scores")
+        return self._run(obs)
 
-    def actions(self, obs: np.ndarray) -> np.ndarray:
-        return self.scores(obs).argmax(axis=1)
+    def actions(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Action indices ``[N]`` for observations ``[N, OBSERVATION_SIZE]`` (or one ``[OBSERVATION_SIZE]``).
+
+        Deterministic (argmax) unless ``rng`` is given: then each action is sampled from the
+        softmax of its scores with that generator.
+        """
+        out = self._run(obs)
+        if self.output == "index":
+            if rng is not None:
+                raise ArtifactError(f"policy artifact {self.path}: stochastic actions need a model that outputs scores")
+            indices = out.reshape(-1).astype(np.int64)
+        elif rng is None:
+            indices = out.argmax(axis=1)
+        else:
+            z = out - out.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            indices = (p.cumsum(axis=1) < rng.random((len(p), 1))).sum(axis=1)
+            indices = np.minimum(indices, self.n_actions - 1)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_actions):
+            raise ArtifactError(f"policy artifact {self.path}: model returned action index outside 0..{self.n_actions - 1}")
+        return indices
+
+    def values(self, indices: np.ndarray) -> np.ndarray:
+        """The step or target of each action index."""
+        return np.asarray(self.action_values, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
 
 
 def _fail(path: Path, problem: str) -> ArtifactError:
     return ArtifactError(f"policy artifact {path}: {problem}")
 
 
-def load_artifact(path: str | Path) -> PolicyArtifact:
-    """Load and validate an artifact folder (or its ``metadata.json``)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    folder = path.parent if path.name == "metadata.json" else path
-    meta_path, onnx_path = folder / "metadata.json", folder / "policy.onnx"
-    for required in (meta_path, onnx_path):
-        if not required.is_file():
-            raise _fail(folder, f"missing {required.name}")
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise _fail(meta_path, f"metadata is not valid JSON: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise _fail(meta_path, "metadata must be a JSON object")
-    if metadata.get("format") != ARTIFACT_FORMAT:
-        raise _fail(meta_path, f"format is {metadata.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
-    schema = metadata.get("schema") or {}
+def _check_schema(meta_path: Path, schema: Any) -> None:
+    if not isinstance(schema, dict):
+        raise _fail(meta_path, "'schema' must be the observation schema object (controller.observation.schema_description())")
     version = schema.get("version")
     if version != SCHEMA_VERSION:
-        raise _fail(meta_path, f"artifact was trained with observation schema {version!r}; this controller speaks {SCHEMA_VERSION!r}: retrain the policy or use a matching controller version")
-    names = tuple(f.get("name") for f in schema.get("features", []))
-    if names != FEATURE_NAMES:
-        raise _fail(meta_path, f"feature list differs from schema {SCHEMA_VERSION} (artifact: {list(names)})")
-    action = metadata.get("action") or {}
-    steps = action.get("steps")
-    if action.get("kind") != "step" or not isinstance(steps, list) or not steps or not all(isinstance(s, int) for s in steps):
-        raise _fail(meta_path, f"action must be {{'kind': 'step', 'steps': [ints]}}, got {action!r}")
-    max_replicas = (metadata.get("observation_context") or {}).get("max_replicas")
-    if not isinstance(max_replicas, int) or max_replicas < 1:
-        raise _fail(meta_path, f"observation_context.max_replicas must be a positive integer, got {max_replicas!r}")
-    blob = onnx_path.read_bytes()
-    digest = metadata.get("sha256")
-    if digest is not None and hashlib.sha256(blob).hexdigest() != digest:
-        raise _fail(onnx_path, "checksum mismatch: policy.onnx does not match metadata sha256")
+        raise _fail(meta_path, f"artifact was trained with observation schema {version}; this controller speaks {SCHEMA_VERSION}: retrain or upgrade")
+    features = schema.get("features")
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        raise _fail(meta_path, "'schema.features' must be a list of feature objects")
+    names = tuple(f.get("name") for f in features)
+    expected = tuple(f.name for f in FEATURES)
+    if names != expected:
+        extra, absent = sorted(set(map(str, names)) - set(expected)), sorted(set(expected) - set(map(str, names)))
+        detail = f"unknown {extra}, absent {absent}" if extra or absent else "same names in another order"
+        raise _fail(meta_path, f"feature list differs from schema {SCHEMA_VERSION} ({detail}): retrain or upgrade")
+    for entry, feature in zip(features, FEATURES):
+        if (entry.get("offset"), entry.get("scale")) != (feature.offset, feature.scale):
+            raise _fail(meta_path, f"feature {feature.name!r} was normalised with offset={entry.get('offset')}, scale={entry.get('scale')}; "
+                                   f"this controller uses offset={feature.offset}, scale={feature.scale}: retrain or upgrade")
+    if schema.get("clip", CLIP) != CLIP:
+        raise _fail(meta_path, f"features were clipped to {schema.get('clip')}; this controller clips to {CLIP}: retrain or upgrade")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_action(meta_path: Path, action: Any) -> tuple[ActionKind, tuple[int, ...]]:
+    if not isinstance(action, dict):
+        raise _fail(meta_path, f"'action' must be an object, got {action!r}")
+    kind = action.get("kind")
+    key = {"step": "steps", "target": "replicas"}.get(kind) if isinstance(kind, str) else None
+    if key is None:
+        raise _fail(meta_path, f"action.kind must be 'step' or 'target', got {kind!r}")
+    values = action.get(key)
+    if not isinstance(values, list) or not values or not all(_is_int(v) for v in values):
+        raise _fail(meta_path, f"action.{key} must be a non-empty list of integers, got {values!r}")
+    if len(set(values)) != len(values):
+        raise _fail(meta_path, f"action.{key} has duplicates: {values}")
+    if kind == "target" and min(values) < 0:
+        raise _fail(meta_path, f"action.replicas must be >= 0, got {values}")
+    return kind, tuple(values)  # type: ignore[return-value]
+
+
+def _read_metadata(folder: Path) -> tuple[Path, dict[str, Any]]:
+    meta_path = folder / METADATA_FILE
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise _fail(meta_path, f"metadata is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(meta_path, f"cannot read metadata: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise _fail(meta_path, "metadata must be a JSON object")
+    return meta_path, metadata
+
+
+def _session(onnx_path: Path, blob: bytes) -> Any:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(blob, sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(blob, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise _fail(onnx_path, f"cannot load ONNX model: {exc}") from exc
+        raise _fail(onnx_path, f"corrupt or unsupported ONNX model: {exc}") from exc
+
+
+def _check_model(onnx_path: Path, session: Any, n_actions: int) -> Literal["scores", "index"]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or inputs[0].shape[-1] != OBSERVATION_SIZE:
-        raise _fail(onnx_path, f"expects one input of {OBSERVATION_SIZE} features, got {[i.shape for i in inputs]}")
-    if outputs[0].shape[-1] not in (len(steps), None) and not isinstance(outputs[0].shape[-1], str):
-        raise _fail(onnx_path, f"outputs {outputs[0].shape[-1]} scores for {len(steps)} actions")
-    artifact = PolicyArtifact(folder, tuple(steps), max_replicas, metadata, session)
-    probe = artifact.scores(np.zeros((1, OBSERVATION_SIZE), dtype=np.float32))
-    if probe.shape != (1, len(steps)):
-        raise _fail(onnx_path, f"outputs shape {probe.shape} for {len(steps)} actions")
-    return artifact
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        raise _fail(onnx_path, f"must have exactly one input named {INPUT_NAME!r}, got {[i.name for i in inputs]}")
+    shape, dtype = inputs[0].shape, inputs[0].type
+    if dtype != "tensor(float)":
+        raise _fail(onnx_path, f"input {INPUT_NAME!r} must be float32, got {dtype}")
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != OBSERVATION_SIZE):
+        raise _fail(onnx_path, f"input {INPUT_NAME!r} has shape {shape}; this controller's observation is [N, {OBSERVATION_SIZE}]")
+    if not outputs:
+        raise _fail(onnx_path, "the model has no output")
+    kind: Literal["scores", "index"] = "index" if "int" in outputs[0].type else "scores"
+    if kind == "scores" and "float" not in outputs[0].type:
+        raise _fail(onnx_path, f"output {outputs[0].name!r} must be float scores or integer indices, got {outputs[0].type}")
+    probe = np.zeros((2, OBSERVATION_SIZE), dtype=np.float32)
+    try:
+        out = np.asarray(session.run(None, {INPUT_NAME: probe})[0])
+    except Exception as exc:
+        raise _fail(onnx_path, f"the model fails on a [2, {OBSERVATION_SIZE}] observation batch: {exc}") from exc
+    if kind == "scores" and out.shape != (2, n_actions):
+        raise _fail(onnx_path, f"output {outputs[0].name!r} has shape {list(out.shape)} for a batch of 2; metadata declares {n_actions} actions")
+    if kind == "index" and out.size != 2:
+        raise _fail(onnx_path, f"index output {outputs[0].name!r} has shape {list(out.shape)} for a batch of 2; expected [2] or [2, 1]")
+    return kind
+
+
+def load_artifact(path: str | Path) -> PolicyArtifact:
+    """Load and validate an artifact folder (or the path of its ``metadata.json``)."""
+    path = Path(path)
+    folder = path.parent if path.name == METADATA_FILE else path
+    if not folder.is_dir():
+        raise _fail(folder, "no such directory")
+    meta_path, onnx_path = folder / METADATA_FILE, folder / MODEL_FILE
+    for required in (meta_path, onnx_path):
+        if not required.is_file():
+            raise _fail(folder, f"missing {required.name}")
+    meta_path, metadata = _read_metadata(folder)
+    if metadata.get("format") != ARTIFACT_FORMAT:
+        raise _fail(meta_path, f"format is {metadata.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
+    _check_schema(meta_path, metadata.get("schema"))
+    kind, values = _check_action(meta_path, metadata.get("action"))
+    context = metadata.get("observation_context")
+    max_replicas = None
+    if context is not None:
+        max_replicas = context.get("max_replicas") if isinstance(context, dict) else None
+        if not _is_int(max_replicas) or max_replicas < 1:
+            raise _fail(meta_path, f"observation_context.max_replicas must be a positive integer, got {max_replicas!r}")
+    if not isinstance(metadata.get("provenance", {}), dict):
+        raise _fail(meta_path, "'provenance' must be an object")
+    blob = onnx_path.read_bytes()
+    digest = metadata.get("sha256")
+    if digest is not None:
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise _fail(meta_path, f"sha256 must be 64 hex digits, got {digest!r}")
+        if hashlib.sha256(blob).hexdigest() != digest.lower():
+            raise _fail(onnx_path, "checksum mismatch: policy.onnx does not match metadata sha256 (corrupted or replaced)")
+    session = _session(onnx_path, blob)
+    output = _check_model(onnx_path, session, len(values))
+    return PolicyArtifact(folder, kind, values, max_replicas, metadata, session, output)

@@ -2,29 +2,46 @@
 
 Order, and why:
 
-1. **stale-metrics rule** decides what the proposal is when the metrics are
-   missing: ``hold`` keeps the current replicas, ``scale_up_only`` accepts only
-   increases, ``baseline`` uses the baseline policy's proposal (floored at the
-   current replicas). Under no rule is a scale-down taken on stale data.
-   A policy without a valid answer (no data yet) also holds.
-2. **bounds** ``[min_replicas, max_replicas]``.
-3. **max step** per control interval, up and down.
+1. **stale-metrics rule** decides what the proposal *is* when the metrics are
+   stale: ``hold`` keeps the current replicas, ``scale_up_only`` takes
+   ``max(current, proposal)``, ``baseline`` takes the baseline policy's
+   proposal, floored at the current replicas. It comes first because every
+   later guard reasons about a proposal, and on stale data the policy's own
+   proposal is not one. Under no rule is a scale-down taken on stale data.
+   A policy without a valid answer (no data yet) holds the current replicas.
+2. **bounds** ``[min_replicas, max_replicas]``: the operator's hard limits,
+   applied before the step limit so the step is measured towards a value
+   that can actually be set.
+3. **max step** per control interval, up and down: bounds how far one
+   decision moves, whatever the policy asked for.
 4. **scale-down stabilisation**: a scale-down goes no lower than the highest
    recommendation of the window (as the HPA does), so a short dip does not
-   shed capacity that a cold start would have to rebuild.
+   shed capacity that a cold start would take minutes to rebuild. It sees
+   the recommendations *after* the bounds and *before* the step limit, so a
+   step-limited descent is not mistaken for a lower recommendation.
 5. **cooldown**: no scale-up within ``cooldown_up_s`` and no scale-down within
-   ``cooldown_down_s`` of the last scale event.
-6. bounds once more, so nothing above can leave the range.
+   ``cooldown_down_s`` of the last scale event, in either direction. Last,
+   because it only vetoes a change that everything above allowed.
+6. **bounds** once more, with the guard ``Bounds``, only when the current
+   replicas are themselves out of range (an operator lowered ``max``): the
+   limits win over the step limit, stabilisation, cooldown, and the
+   never-down-on-stale rule; they are the one thing that can move replicas
+   down on stale data.
 
-Each guard that changes the value adds a :class:`GuardStep` with a reason code.
+Each guard that changes the value adds a :class:`~controller.decision.GuardStep`
+with a reason code; the stale rule and ``NoValidProposal`` add one even
+without a change, because they explain why the policy was not followed.
+Recommendations are recorded for stabilisation only when they carry
+information (a valid proposal; not a hold for lack of data).
 Pure: time comes in as ``now_s`` and the history as :class:`GuardState`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from controller.decision import GuardStep, Proposal
 
@@ -40,9 +57,12 @@ class Behavior:
     :param max_replicas: highest replicas ever set.
     :param max_step_up: most replicas added per interval (``None``: unlimited).
     :param max_step_down: most replicas removed per interval (``None``: unlimited).
-    :param scale_down_stabilization_s: window whose highest recommendation bounds a scale-down (seconds).
-    :param cooldown_up_s: after any scale event, no scale-up for this long (seconds).
-    :param cooldown_down_s: after any scale event, no scale-down for this long (seconds).
+    :param scale_down_stabilization_s: window whose highest recommendation bounds a scale-down
+        (seconds; 300 like the HPA's default, 0 disables).
+    :param cooldown_up_s: after any scale event, no scale-up for this long (seconds; default 0:
+        reacting to a burst should not wait).
+    :param cooldown_down_s: after any scale event, no scale-down for this long (seconds; default 0,
+        the stabilisation window already damps scale-down).
     :param stale_rule: what to do when metrics are stale: ``hold``, ``baseline`` or ``scale_up_only``.
     """
 
@@ -57,36 +77,44 @@ class Behavior:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas:
-            raise ValueError(f"need 0 <= min_replicas <= max_replicas, got {self.min_replicas}, {self.max_replicas}")
+            raise ValueError(f"need 0 <= min_replicas <= max_replicas, got min_replicas={self.min_replicas}, max_replicas={self.max_replicas}")
         for name in ("max_step_up", "max_step_down"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         for name in ("scale_down_stabilization_s", "cooldown_up_s", "cooldown_down_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.stale_rule not in STALE_RULES:
             raise ValueError(f"stale_rule must be one of {', '.join(STALE_RULES)}, got {self.stale_rule!r}")
 
 
 @dataclass(frozen=True)
 class GuardState:
-    """Recent recommendations (for stabilisation) and the last scale event."""
+    """What the guardrails remember between decisions.
+
+    :param recommendations: (time, recommendation) within the stabilisation window.
+    :param last_scale_s: time of the last scale event (``-inf``: none yet).
+    :param last_scale_direction: +1 up, -1 down, 0 none yet.
+    """
 
     recommendations: tuple[tuple[float, int], ...] = ()
     last_scale_s: float = -math.inf
+    last_scale_direction: int = 0
 
 
-@dataclass(frozen=True)
-class GuardResult:
+class GuardResult(NamedTuple):
+    """``(final, steps, reason, state)``; also readable by name."""
+
     final: int
-    steps: tuple[GuardStep, ...] = field(default_factory=tuple)
-    state: GuardState = field(default_factory=GuardState)
+    steps: tuple[GuardStep, ...]
+    reason: str
+    state: GuardState
 
 
 def apply_guardrails(
     proposal: Proposal,
-    current: int,
+    current_replicas: int,
     now_s: float,
     behavior: Behavior,
     state: GuardState,
@@ -94,7 +122,18 @@ def apply_guardrails(
     stale: bool,
     baseline: Proposal | None = None,
 ) -> GuardResult:
-    """Run the pipeline of the module docstring; pure."""
+    """Run the pipeline of the module docstring; pure.
+
+    :param proposal: the policy's proposal (``replicas=None``: no valid answer).
+    :param current_replicas: replicas the scale target has now.
+    :param now_s: decision time, seconds.
+    :param behavior: guardrail settings.
+    :param state: history from the previous call.
+    :param stale: the metrics the decision rests on are missing or non-finite.
+    :param baseline: the baseline policy's proposal, for the ``baseline`` stale rule.
+    :returns: final replicas, the guard steps, a one-line reason, and the next state.
+    """
+    current = current_replicas
     steps: list[GuardStep] = []
 
     def change(guard: str, before: int, after: int, reason: str) -> int:
@@ -102,20 +141,27 @@ def apply_guardrails(
             steps.append(GuardStep(guard, before, after, reason))
         return after
 
+    informative = True
     if stale:
         rule = behavior.stale_rule
         raw = proposal.replicas if proposal.valid else current
         if rule == "hold":
-            guard, value, why = "StaleMetricsHold", current, "metrics stale: hold"
+            guard, value, why = "StaleMetricsHold", current, "metrics stale: hold the current replicas"
+            informative = False
         elif rule == "scale_up_only":
-            guard, value, why = "StaleMetricsScaleUpOnly", max(current, raw), "metrics stale: only scale up"
+            guard, value, why = "StaleMetricsScaleUpOnly", max(current, raw), "metrics stale: scale up only"
+            informative = proposal.valid
         else:
-            base = baseline.replicas if baseline is not None and baseline.valid else current
-            guard, value, why = "StaleMetricsBaseline", max(current, base), "metrics stale: baseline proposal, never below current"
+            usable = baseline is not None and baseline.valid
+            base = baseline.replicas if usable else current  # type: ignore[union-attr]
+            guard, value, why = "StaleMetricsBaseline", max(current, base), (
+                "metrics stale: the baseline's proposal, never below current" if usable else "metrics stale: no baseline proposal, hold")
+            informative = usable
         steps.append(GuardStep(guard, raw, value, why))  # recorded even without a change: it explains the decision
     elif not proposal.valid:
         value = current
-        steps.append(GuardStep("NoValidProposal", current, current, "policy has no valid proposal: hold"))
+        informative = False
+        steps.append(GuardStep("NoValidProposal", current, current, "the policy has no valid proposal: hold"))
     else:
         value = proposal.replicas  # type: ignore[assignment]
 
@@ -126,28 +172,43 @@ def apply_guardrails(
     if behavior.max_step_down is not None and value < current - behavior.max_step_down:
         value = change("ScaleDownLimit", value, current - behavior.max_step_down, f"at most -{behavior.max_step_down} per interval")
 
-    window_start = now_s - behavior.scale_down_stabilization_s
-    history = tuple(r for r in state.recommendations if r[0] > window_start) + ((now_s, recommendation),)
-    if value < current:
+    window = behavior.scale_down_stabilization_s
+    history = tuple(r for r in state.recommendations if r[0] > now_s - window)
+    if informative:
+        history = history + ((now_s, recommendation),)
+    if value < current and history:
         highest = max(r for _, r in history)
         stabilized = min(current, max(value, highest))
-        value = change("ScaleDownStabilized", value, stabilized,
-                       f"highest recommendation in the last {behavior.scale_down_stabilization_s:g} s is {highest}")
+        value = change("ScaleDownStabilized", value, stabilized, f"highest recommendation in the last {window:g} s is {highest}")
 
     since = now_s - state.last_scale_s
     if value > current and since < behavior.cooldown_up_s:
-        value = change("Cooldown", value, current, f"last scale event {since:.0f} s ago < cooldown {behavior.cooldown_up_s:g} s")
+        value = change("Cooldown", value, current, f"last scale event {since:.0f} s ago < scale-up cooldown {behavior.cooldown_up_s:g} s")
     elif value < current and since < behavior.cooldown_down_s:
-        value = change("Cooldown", value, current, f"last scale event {since:.0f} s ago < cooldown {behavior.cooldown_down_s:g} s")
+        value = change("Cooldown", value, current, f"last scale event {since:.0f} s ago < scale-down cooldown {behavior.cooldown_down_s:g} s")
 
-    value = _bounds(value, behavior, change)
-    last = now_s if value != current else state.last_scale_s
-    return GuardResult(value, tuple(steps), GuardState(history, last))
+    value = _bounds(value, behavior, lambda _g, before, after, why: change("Bounds", before, after, why))
+    if value != current:
+        new_state = GuardState(history, now_s, 1 if value > current else -1)
+    else:
+        new_state = GuardState(history, state.last_scale_s, state.last_scale_direction)
+    return GuardResult(value, tuple(steps), _reason(steps, current, value), new_state)
 
 
-def _bounds(value: int, behavior: Behavior, change) -> int:
+def _bounds(value: int, behavior: Behavior, change: Callable[[str, int, int, str], int]) -> int:
     if value < behavior.min_replicas:
         return change("BelowMin", value, behavior.min_replicas, f"minReplicas is {behavior.min_replicas}")
     if value > behavior.max_replicas:
         return change("AboveMax", value, behavior.max_replicas, f"maxReplicas is {behavior.max_replicas}")
     return value
+
+
+def _reason(steps: list[GuardStep], current: int, final: int) -> str:
+    """The last guard that acted, else the plain direction of the change."""
+    if steps:
+        return f"{steps[-1].guard}: {steps[-1].reason}"
+    if final > current:
+        return f"ScaleUp: {current} -> {final}"
+    if final < current:
+        return f"ScaleDown: {current} -> {final}"
+    return f"NoChange: {final}"

@@ -1,10 +1,18 @@
 """Kubernetes I/O of the controller, through the official ``kubernetes`` client.
 
-Error taxonomy (kopf-style): 404 on the target is :class:`TargetMissing`
-(permanent for this tick); 409 on a scale write re-reads the Scale and
-retries with its new resourceVersion; 5xx, 429 and connection errors or
-timeouts are temporary and retried with exponential backoff and jitter
-(:class:`Backoff`, an explicit rng); anything else is permanent.
+Error taxonomy (kopf-style): 404 is :class:`TargetMissing` (permanent for
+this tick); 409 on a scale write re-reads the Scale and retries with its new
+resourceVersion, a bounded number of times; 5xx, 429 and connection errors or
+timeouts are temporary and retried with exponential backoff and full jitter
+(:class:`Backoff`, a small separate throttler drawing from an explicit rng),
+a bounded number of attempts; anything else (400, 401, 403, 422, ...) is
+permanent and not retried. A :class:`KubeError` says which (``temporary``)
+and carries the error-metric label (``kind``).
+
+A target is read once per tick: the Deployment's ``spec.replicas`` and
+``metadata.resourceVersion`` are its Scale's (the scale subresource is a view
+of the same object), and its status gives the ready replicas. Writes go
+through the ``scale`` subresource, conditional on that resourceVersion.
 """
 
 from __future__ import annotations
@@ -29,45 +37,81 @@ T = TypeVar("T")
 class KubeError(RuntimeError):
     """A Kubernetes call failed; ``kind`` is the error-metric label."""
 
-    def __init__(self, message: str, kind: str = "kubernetes", status: int | None = None) -> None:
+    def __init__(self, message: str, kind: str = "kubernetes", status: int | None = None, temporary: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.temporary = temporary
 
 
 class TargetMissing(KubeError):
+    """The object (a scale target, a ConfigMap, a Lease) does not exist."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message, "target_missing", 404)
 
 
 @dataclass(frozen=True)
 class Backoff:
-    """:param attempts: tries in all. :param base_s: first delay. :param max_s: delay cap. Full jitter."""
+    """Retry schedule for temporary errors.
+
+    :param attempts: tries in all, the first included (1: no retry).
+    :param base_s: cap of the first delay, seconds; doubles per retry.
+    :param max_s: cap of any delay, seconds.
+
+    Full jitter: retry ``k`` (from 0) waits ``uniform(0, min(max_s, base_s * 2**k))``.
+    """
 
     attempts: int = 4
     base_s: float = 0.2
     max_s: float = 3.0
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"Backoff.attempts must be >= 1, got {self.attempts}")
+        if self.base_s < 0 or self.max_s < 0:
+            raise ValueError("Backoff delays must be >= 0")
+
     def delay(self, attempt: int, rng: np.random.Generator) -> float:
         return float(rng.uniform(0.0, min(self.max_s, self.base_s * 2**attempt)))
 
 
+TEMPORARY_STATUS = frozenset({0, 429, 500, 502, 503, 504})
+
+
 def _temporary(exc: Exception) -> bool:
+    """5xx, 429, and transport failures (refused connections, timeouts) may pass; the rest will not."""
     if isinstance(exc, ApiException):
-        return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
+        return exc.status in TEMPORARY_STATUS
     return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
 @dataclass(frozen=True)
 class ScaleState:
+    """A target's Scale: ``spec.replicas`` and the resourceVersion a write must match."""
+
     replicas: int
     resource_version: str
 
 
 @dataclass(frozen=True)
-class DeploymentState:
+class TargetState:
+    """What one read of a Deployment tells: desired replicas (its Scale), ready replicas, resourceVersion."""
+
     replicas: int
     ready: int
+    resource_version: str
+
+    @property
+    def starting(self) -> int:
+        """Replicas asked for but not ready yet (scheduling, pulling, loading the model)."""
+        return max(0, self.replicas - self.ready)
+
+
+@dataclass(frozen=True)
+class ConfigMapFiles:
+    resource_version: str
+    files: dict[str, bytes]
 
 
 class KubeClient:
@@ -93,10 +137,12 @@ class KubeClient:
             except Exception as exc:  # classified below
                 if isinstance(exc, ApiException) and exc.status == 404:
                     raise TargetMissing(f"{what}: not found") from exc
-                if not _temporary(exc) or attempt == self.backoff.attempts - 1:
+                temporary = _temporary(exc)
+                if not temporary or attempt == self.backoff.attempts - 1:
                     status = exc.status if isinstance(exc, ApiException) else None
                     kind = "conflict" if status == 409 else "kubernetes"
-                    raise KubeError(f"{what}: {getattr(exc, 'reason', None) or exc}", kind, status) from exc
+                    tries = f" after {attempt + 1} attempts" if temporary and attempt else ""
+                    raise KubeError(f"{what}: {getattr(exc, 'reason', None) or exc}{tries}", kind, status, temporary) from exc
                 self.retries += 1
                 self.sleep(self.backoff.delay(attempt, self.rng))
         raise AssertionError("unreachable")
@@ -118,13 +164,18 @@ class KubeClient:
         scale = self._call(f"read scale of deployment {namespace}/{name}", self.apps.read_namespaced_deployment_scale, name, namespace)
         return ScaleState(int(scale.spec.replicas or 0), str(scale.metadata.resource_version))
 
-    def read_deployment(self, namespace: str, name: str) -> DeploymentState:
+    def read_target(self, namespace: str, name: str) -> TargetState:
+        """One GET of the Deployment: its Scale's replicas and resourceVersion, and its ready replicas."""
         dep = self._call(f"read deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace)
-        return DeploymentState(int(dep.spec.replicas or 0), int((dep.status and dep.status.ready_replicas) or 0))
+        replicas = 1 if dep.spec.replicas is None else int(dep.spec.replicas)  # the API server defaults it to 1
+        return TargetState(replicas, int((dep.status and dep.status.ready_replicas) or 0), str(dep.metadata.resource_version))
 
     def patch_scale(self, namespace: str, name: str, replicas: int, resource_version: str | None = None, conflicts: int = 3) -> None:
-        """Set ``spec.replicas`` through the scale subresource; on 409 re-read and retry."""
-        for _ in range(conflicts + 1):
+        """Set ``spec.replicas`` through the scale subresource, conditional on ``resource_version``.
+
+        On 409 (someone wrote in between) re-read the Scale and retry with its resourceVersion, at most ``conflicts`` times.
+        """
+        for attempt in range(conflicts + 1):
             body: dict[str, Any] = {"spec": {"replicas": replicas}}
             if resource_version:
                 body["metadata"] = {"resourceVersion": resource_version}
@@ -134,6 +185,8 @@ class KubeClient:
             except KubeError as exc:
                 if exc.status != 409:
                     raise
+                if attempt == conflicts:
+                    break
                 self.retries += 1
                 resource_version = self.read_scale(namespace, name).resource_version
         raise KubeError(f"patch scale of deployment {namespace}/{name}: still conflicting after {conflicts} re-reads", "conflict", 409)
@@ -152,11 +205,12 @@ class KubeClient:
         self._call(f"create event for {namespace}/{meta.get('name')}", self.core.create_namespaced_event, namespace, body)
 
     # ---------------------------------------------------------- configmaps
-    def read_config_map_files(self, namespace: str, name: str) -> dict[str, bytes]:
+    def read_config_map(self, namespace: str, name: str) -> ConfigMapFiles:
+        """A ConfigMap's ``data`` and ``binaryData`` as files, with its resourceVersion."""
         cm = self._call(f"read configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
         files = {k: v.encode() for k, v in (cm.data or {}).items()}
         files.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
-        return files
+        return ConfigMapFiles(str(cm.metadata.resource_version), files)
 
     # -------------------------------------------------------------- leases
     def read_lease(self, namespace: str, name: str) -> client.V1Lease | None:

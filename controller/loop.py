@@ -2,24 +2,33 @@
 
 Each :meth:`Reconciler.tick` (time passed in):
 
-1. list InferenceAutoscalers; a malformed one gets the ``InvalidSpec``
-   condition and an Event, and nothing is patched for it;
-2. build (per spec generation) each target's policy, baseline and guardrails;
-   a learned policy whose artifact is missing, corrupt or of another schema
-   falls back to the baseline with ``PolicyLoaded=False``;
-3. read every target's Scale and Deployment status;
-4. read Prometheus for all targets in one batched call (unreachable:
-   every snapshot is stale, so the stale-metrics rule holds or scales up);
-5. per target: snapshot -> :func:`controller.autoscaling.decide` -> patch the
-   Scale only when the value changes (not in shadow mode, not in dry run),
-   Event with the reason, status (conditions, last decision), metrics.
+1. list InferenceAutoscalers (all namespaces, or one); a malformed one gets
+   the ``InvalidSpec`` condition and a Warning Event, and nothing is patched
+   for it;
+2. per autoscaler, build its policy, baseline and guardrails when its spec
+   generation (or its learned artifact's version) changes, keeping the
+   guardrail history; a learned policy whose artifact is missing, corrupt or
+   of another observation schema falls back to the baseline with
+   ``PolicyLoaded=False`` and the loader's message;
+3. read each target Deployment once (replicas, ready replicas,
+   resourceVersion);
+4. read Prometheus for all targets in one batched call (unreachable: every
+   snapshot is stale, so the stale-metrics rule holds or scales up, never
+   down);
+5. per target: snapshot (+ replicas desired/ready/starting, time of day) ->
+   :func:`controller.autoscaling.decide` -> patch the Scale only when the
+   value changes (not in shadow mode unless ``shadowApplyBaseline``, never in
+   dry run) -> Event with the reason -> status (conditions, last decision)
+   -> metrics. Replicas changed by someone else are logged and adopted.
 
 One target's failure never stops the others: errors are caught per target
-and counted by kind.
+and counted by kind. The status is written only when it changed (besides the
+decision time), so a steady state costs the API server no writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import tempfile
@@ -32,20 +41,23 @@ from typing import Any, Protocol
 import structlog
 
 from controller import signals as sig
-from controller.artifact import ArtifactError, load_artifact
 from controller.autoscaling import Autoscaler, AutoscalerState, decide
 from controller.decision import DecisionRecord
-from controller.kube import KubeClient, KubeError, TargetMissing
+from controller.kube import KubeClient, KubeError, TargetMissing, TargetState
 from controller.policies.learned import LearnedPolicy
 from controller.policies.registry import build_policy
+from controller.policy_store import ArtifactStore, Loaded, Source, source_of
 from controller.prometheus import MetricsUnavailable, TargetQuery
 from controller.spec import AutoscalerSpec, InvalidSpec, parse_autoscaler
 
 log = structlog.get_logger(__name__)
 CONDITION_TYPES = ("Ready", "ScalingActive", "AbleToScale", "MetricsAvailable", "PolicyLoaded", "InvalidSpec")
+Conditions = Mapping[str, tuple[str, str, str]]
 
 
 class SnapshotReader(Protocol):
+    """What the loop needs of :class:`controller.prometheus.PrometheusReader`."""
+
     def read(self, targets: Sequence[TargetQuery], *, time_s: float | None = None) -> dict[str, dict[str, float]]: ...
 
 
@@ -53,7 +65,7 @@ def iso(now_s: float) -> str:
     return dt.datetime.fromtimestamp(now_s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def merge_conditions(old: Sequence[Mapping[str, Any]], updates: Mapping[str, tuple[str, str, str]], now_s: float) -> list[dict[str, Any]]:
+def merge_conditions(old: Sequence[Mapping[str, Any]], updates: Conditions, now_s: float) -> list[dict[str, Any]]:
     """Conditions after ``updates`` (type -> (status, reason, message)); the transition time moves only when the status does."""
     by_type = {c["type"]: dict(c) for c in old if "type" in c}
     for kind, (status, reason, message) in updates.items():
@@ -62,6 +74,28 @@ def merge_conditions(old: Sequence[Mapping[str, Any]], updates: Mapping[str, tup
         by_type[kind] = {"type": kind, "status": status, "reason": reason, "message": message[:1024],
                          "lastTransitionTime": iso(now_s) if changed else previous.get("lastTransitionTime", iso(now_s))}
     return [by_type[t] for t in CONDITION_TYPES if t in by_type] + [c for t, c in by_type.items() if t not in CONDITION_TYPES]
+
+
+def status_unchanged(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether writing ``new`` as a merge patch over ``old`` would change nothing but the decision time."""
+    for key, value in new.items():
+        before = old.get(key)
+        if value is None:
+            if before is not None:
+                return False
+        elif key == "lastDecision" and isinstance(before, Mapping):
+            if {k: v for k, v in value.items() if k != "time"} != {k: v for k, v in before.items() if k != "time"}:
+                return False
+        elif before != value:
+            return False
+    return True
+
+
+def with_scale_time(state: AutoscalerState, last_scale_s: float) -> AutoscalerState:
+    """``state`` with the guardrails' last scale event set to the one really applied."""
+    if state.guard_state.last_scale_s == last_scale_s:
+        return state
+    return dataclasses.replace(state, guard_state=dataclasses.replace(state.guard_state, last_scale_s=last_scale_s))
 
 
 @dataclass
@@ -75,27 +109,52 @@ class Target:
     autoscaler: Autoscaler
     state: AutoscalerState
     policy_loaded: tuple[bool, str]
+    artifact: tuple[Source, str] | None = None
+    shadow: Autoscaler | None = None
+    shadow_state: AutoscalerState | None = None
     last_desired: int | None = None
-    last_scale_time: str | None = None
+    last_scale_s: float = -math.inf
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass
 class TickReport:
+    """What one tick did, for logs and tests."""
+
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
+    shadow: dict[str, DecisionRecord] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
     patched: list[tuple[str, int]] = field(default_factory=list)
+    status_writes: int = 0
 
 
 class Reconciler:
-    """Owns the per-target state; :meth:`tick` is one reconcile pass."""
+    """Owns the per-target state; :meth:`tick` is one reconcile pass.
+
+    :param kube: Kubernetes I/O.
+    :param reader: Prometheus (or a fake with the same ``read``).
+    :param metrics: a :class:`controller.telemetry.ControllerMetrics`, or ``None``.
+    :param status: a :class:`controller.server.ControllerStatus`, or ``None``.
+    :param namespace: only this namespace (``None``: all).
+    :param interval_s: control interval, seconds (the policies' and guardrails' step).
+    :param dry_run: decide and report, patch no Scale.
+    :param artifact_cache: where ConfigMap artifacts are unpacked.
+    :param artifact_refresh_s: how often an artifact source is looked at for a new version.
+    """
 
     def __init__(self, kube: KubeClient, reader: SnapshotReader, *, metrics: Any = None, status: Any = None,
-                 namespace: str | None = None, interval_s: float = 15.0, dry_run: bool = False, artifact_cache: Path | None = None) -> None:
+                 namespace: str | None = None, interval_s: float = 15.0, dry_run: bool = False,
+                 artifact_cache: Path | None = None, artifact_refresh_s: float = 60.0) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.kube, self.reader, self.metrics, self.status = kube, reader, metrics, status
         self.namespace, self.interval_s, self.dry_run = namespace, interval_s, dry_run
         self.targets: dict[str, Target] = {}
-        self._invalid: dict[str, str] = {}
-        self._artifact_cache = artifact_cache or Path(tempfile.gettempdir()) / "kis-artifacts"
+        self.artifacts = ArtifactStore(kube, artifact_cache or Path(tempfile.gettempdir()) / "kis-artifacts", artifact_refresh_s)
+        self._warned: dict[tuple[str, str], str] = {}
 
     # ---------------------------------------------------------------- util
     def _error(self, report: TickReport, kind: str, message: str, **context: Any) -> None:
@@ -104,43 +163,61 @@ class Reconciler:
             self.metrics.observe_error(kind)
         log.warning("reconcile_error", kind=kind, error=message, **context)
 
-    def _event(self, obj: Mapping[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+    def _event(self, obj: Mapping[str, Any], reason: str, message: str, now_s: float, type_: str = "Normal") -> None:
         try:
-            self.kube.emit_event(obj["metadata"]["namespace"], dict(obj), reason, message, type_)
+            when = dt.datetime.fromtimestamp(now_s, dt.timezone.utc)
+            self.kube.emit_event(obj["metadata"]["namespace"], dict(obj), reason, message, type_, now=when)
         except KubeError as exc:
             log.warning("event_failed", reason=reason, error=str(exc))
 
-    def _artifact_path(self, namespace: str, spec: AutoscalerSpec) -> Path:
-        ref = spec.policy.artifact
-        assert ref is not None
-        if ref.path:
-            return Path(ref.path)
-        name = ref.config_map["name"]  # type: ignore[index]
-        files = self.kube.read_config_map_files(namespace, name)
-        folder = self._artifact_cache / namespace / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for file_name, content in files.items():
-            (folder / file_name).write_bytes(content)
-        return folder
+    def _warn(self, obj: Mapping[str, Any], uid: str, reason: str, message: str, now_s: float) -> None:
+        """A Warning Event, once per distinct message (no event storm while a problem lasts)."""
+        if self._warned.get((uid, reason)) != message:
+            self._warned[(uid, reason)] = message
+            self._event(obj, reason, message, now_s, "Warning")
 
-    def _build(self, obj: Mapping[str, Any], spec: AutoscalerSpec) -> Target:
+    def _resolved(self, uid: str, *reasons: str) -> None:
+        for reason in reasons:
+            self._warned.pop((uid, reason), None)
+
+    # --------------------------------------------------------------- build
+    def _build(self, obj: Mapping[str, Any], spec: AutoscalerSpec, loaded: Loaded | None, previous: Target | None,
+               report: TickReport) -> Target:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         baseline = build_policy(spec.baseline_mapping())
-        loaded = (True, "policy ready")
+        policy_loaded = (True, "policy ready")
+        artifact = None
         if spec.policy.type == "learned":
-            try:
-                policy: Any = LearnedPolicy(load_artifact(self._artifact_path(namespace, spec)))
-            except (ArtifactError, KubeError, OSError) as exc:
-                policy, loaded = baseline, (False, f"{exc}; falling back to the baseline ({baseline.name})")
+            assert loaded is not None and spec.policy.artifact is not None
+            artifact = (source_of(namespace, spec.policy.artifact), loaded.version)
+            if loaded.artifact is not None:
+                policy: Any = LearnedPolicy(loaded.artifact)
+                policy_loaded = (True, f"learned policy loaded from {artifact[0][2]} (version {loaded.version})")
+            else:
+                policy = baseline
+                policy_loaded = (False, f"{loaded.error}; falling back to the baseline ({baseline.name})")
+                self._error(report, "policy_load", str(loaded.error), namespace=namespace, autoscaler=name)
         else:
             policy = build_policy(spec.policy_mapping())
-        autoscaler = Autoscaler(policy, spec.behavior_config(), spec.slo_config(), self.interval_s, baseline=baseline)
-        return Target(namespace, name, int(meta.get("generation", 1)), spec, autoscaler, autoscaler.initial_state(), loaded)
+        behavior, slo = spec.behavior_config(), spec.slo_config()
+        autoscaler = Autoscaler(policy, behavior, slo, self.interval_s, baseline=baseline)
+        shadow = Autoscaler(baseline, behavior, slo, self.interval_s) if spec.mode == "shadow" else None
+        state, shadow_state = autoscaler.initial_state(), shadow.initial_state() if shadow else None
+        target = Target(namespace, name, int(meta.get("generation", 1)), spec, autoscaler, state, policy_loaded, artifact, shadow, shadow_state)
+        if previous is not None:  # a new spec or artifact keeps the guardrails' history and what was last applied
+            target.state = dataclasses.replace(state, guard_state=previous.state.guard_state)
+            if shadow is not None:
+                guard = (previous.shadow_state or previous.state).guard_state
+                target.shadow_state = dataclasses.replace(shadow.initial_state(), guard_state=guard)
+            target.last_desired, target.last_scale_s = previous.last_desired, previous.last_scale_s
+        log.info("autoscaler_configured", namespace=namespace, autoscaler=name, generation=target.generation, policy=policy.name,
+                 policy_loaded=policy_loaded[0], mode=spec.mode)
+        return target
 
     # ---------------------------------------------------------------- tick
-    def tick(self, now_s: float | None = None) -> TickReport:
-        now_s = time.time() if now_s is None else now_s
+    def tick(self, now_s: float) -> TickReport:
+        """One pass over every autoscaler at time ``now_s`` (Unix seconds)."""
         report = TickReport()
         started = time.perf_counter()
         try:
@@ -149,43 +226,39 @@ class Reconciler:
             self._error(report, exc.kind, str(exc))
             return report
         live: dict[str, tuple[Mapping[str, Any], Target]] = {}
+        seen: set[str] = set()
         for obj in objects:
             meta = obj.get("metadata", {})
             uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+            seen.add(uid)
             try:
                 spec = parse_autoscaler(obj)
-            except InvalidSpec as exc:
+                loaded = None
+                if spec.policy.type == "learned":
+                    loaded = self.artifacts.resolve(source_of(meta["namespace"], spec.policy.artifact), now_s)  # type: ignore[arg-type]
+                target = self.targets.get(uid)
+                version = loaded.version if loaded is not None else None
+                if target is None or target.generation != int(meta.get("generation", 1)) or (target.artifact and target.artifact[1]) != version:
+                    target = self._build(obj, spec, loaded, target, report)
+                    self.targets[uid] = target
+            except (InvalidSpec, ValueError) as exc:
+                self.targets.pop(uid, None)
                 self._invalid_spec(obj, uid, str(exc), now_s, report)
                 continue
-            self._invalid.pop(uid, None)
-            target = self.targets.get(uid)
-            if target is None or target.generation != int(meta.get("generation", 1)):
-                try:
-                    target = self._build(obj, spec)
-                except (ValueError, KubeError) as exc:
-                    self._invalid_spec(obj, uid, str(exc), now_s, report)
-                    continue
-                self.targets[uid] = target
+            self._resolved(uid, "InvalidSpec")
             live[uid] = (obj, target)
-        for uid in [u for u in self.targets if u not in live]:
-            gone = self.targets.pop(uid)
-            if self.metrics is not None:
-                self.metrics.forget(gone.namespace, gone.name)
-            if self.status is not None:
-                self.status.forget(gone.namespace, gone.name)
-        scales: dict[str, tuple[Any, Any]] = {}
+        self._prune(seen)
+        self.artifacts.forget_unused({t.artifact[0] for _, t in live.values() if t.artifact})
+
+        states: dict[str, TargetState] = {}
         for uid, (obj, target) in live.items():
-            ref = target.spec.scale_target_ref.name
             try:
-                scales[uid] = (self.kube.read_scale(target.namespace, ref), self.kube.read_deployment(target.namespace, ref))
+                states[uid] = self.kube.read_target(target.namespace, target.spec.scale_target_ref.name)
             except KubeError as exc:
-                self._error(report, exc.kind, str(exc), namespace=target.namespace, autoscaler=target.name)
-                self._patch_status(obj, target, now_s, {"AbleToScale": ("False", "TargetMissing" if isinstance(exc, TargetMissing) else "KubernetesError", str(exc)),
-                                                       "Ready": ("False", "TargetUnavailable", str(exc))}, None, report)
-                if isinstance(exc, TargetMissing):
-                    self._event(obj, "TargetMissing", str(exc), "Warning")
-        queries = [TargetQuery(uid, t.spec.selector(t.namespace), t.spec.metrics.overrides, t.spec.metrics.window_seconds, t.spec.metrics.long_window_seconds)
-                   for uid, (_, t) in live.items() if uid in scales]
+                self._target_unreadable(obj, uid, target, exc, now_s, report)
+
+        queries = [TargetQuery(uid, t.spec.selector(t.namespace), t.spec.metrics.overrides, t.spec.metrics.window_seconds,
+                               t.spec.metrics.long_window_seconds) for uid, (_, t) in live.items() if uid in states]
         snapshots: dict[str, dict[str, float]] = {}
         metrics_error = ""
         if queries:
@@ -195,107 +268,166 @@ class Reconciler:
                 metrics_error = str(exc)
                 self._error(report, "prometheus", metrics_error)
         for uid, (obj, target) in live.items():
-            if uid not in scales:
+            if uid not in states:
                 continue
             try:
-                self._reconcile(obj, target, scales[uid], snapshots.get(uid, {}), metrics_error, now_s, report)
+                self._reconcile(obj, uid, target, states[uid], snapshots.get(uid, {}), metrics_error, now_s, report)
             except Exception as exc:  # one target never stops the others
                 kind = exc.kind if isinstance(exc, KubeError) else "internal"
                 self._error(report, kind, f"{type(exc).__name__}: {exc}", namespace=target.namespace, autoscaler=target.name)
         if self.metrics is not None:
-            self.metrics.set_autoscalers(len(live))
+            self.metrics.set_autoscalers(len(seen))
             self.metrics.observe_loop(time.perf_counter() - started)
         if self.status is not None:
             self.status.tick_completed()
         return report
 
-    def _invalid_spec(self, obj: Mapping[str, Any], uid: str, message: str, now_s: float, report: TickReport) -> None:
-        self._error(report, "invalid_spec", message, namespace=obj.get("metadata", {}).get("namespace"), autoscaler=obj.get("metadata", {}).get("name"))
-        if self._invalid.get(uid) == message:
-            return  # already reported; no event storm
-        self._invalid[uid] = message
-        self._event(obj, "InvalidSpec", message, "Warning")
-        conditions = merge_conditions((obj.get("status") or {}).get("conditions", []), {"InvalidSpec": ("True", "InvalidSpec", message), "Ready": ("False", "InvalidSpec", message)}, now_s)
-        try:
-            self.kube.patch_status(obj["metadata"]["namespace"], obj["metadata"]["name"], {"conditions": conditions, "observedGeneration": obj["metadata"].get("generation", 1)})
-        except KubeError as exc:
-            self._error(report, exc.kind, str(exc))
+    def _prune(self, seen: set[str]) -> None:
+        """Forget autoscalers that went away: their state, metrics, decisions and warnings."""
+        for uid in [u for u in self.targets if u not in seen]:
+            gone = self.targets.pop(uid)
+            if self.metrics is not None:
+                self.metrics.forget(gone.namespace, gone.name)
+            if self.status is not None:
+                self.status.forget(gone.namespace, gone.name)
+            log.info("autoscaler_removed", namespace=gone.namespace, autoscaler=gone.name)
+        for key in [k for k in self._warned if k[0] not in seen]:
+            self._warned.pop(key)
 
-    def _reconcile(self, obj: Mapping[str, Any], target: Target, scale_state: tuple[Any, Any], raw: Mapping[str, float],
+    # ------------------------------------------------------- failure paths
+    def _invalid_spec(self, obj: Mapping[str, Any], uid: str, message: str, now_s: float, report: TickReport) -> None:
+        meta = obj.get("metadata", {})
+        self._error(report, "invalid_spec", message, namespace=meta.get("namespace"), autoscaler=meta.get("name"))
+        if "namespace" not in meta or "name" not in meta:
+            return
+        self._warn(obj, uid, "InvalidSpec", message, now_s)
+        updates = {"InvalidSpec": ("True", "InvalidSpec", message), "Ready": ("False", "InvalidSpec", message),
+                   "ScalingActive": ("False", "InvalidSpec", "nothing is scaled until the spec is fixed")}
+        self._write_status(obj, meta["namespace"], meta["name"], {"observedGeneration": int(meta.get("generation", 1))}, updates, now_s, report)
+
+    def _target_unreadable(self, obj: Mapping[str, Any], uid: str, target: Target, exc: KubeError, now_s: float, report: TickReport) -> None:
+        self._error(report, exc.kind, str(exc), namespace=target.namespace, autoscaler=target.name)
+        reason = "TargetMissing" if isinstance(exc, TargetMissing) else "FailedGetScale"
+        message = f"deployment {target.namespace}/{target.spec.scale_target_ref.name}: " + (
+            "not found" if isinstance(exc, TargetMissing) else str(exc))
+        self._warn(obj, uid, reason, message, now_s)
+        updates = {"AbleToScale": ("False", reason, message), "Ready": ("False", reason, message), "InvalidSpec": ("False", "Valid", "spec is valid")}
+        self._write_status(obj, target.namespace, target.name, {"observedGeneration": target.generation}, updates, now_s, report)
+
+    # ---------------------------------------------------------- reconcile
+    def _reconcile(self, obj: Mapping[str, Any], uid: str, target: Target, current_state: TargetState, raw: Mapping[str, float],
                    metrics_error: str, now_s: float, report: TickReport) -> None:
-        scale, deployment = scale_state
-        current = scale.replicas
+        self._resolved(uid, "TargetMissing", "FailedGetScale")
+        current = current_state.replicas
         if target.last_desired is not None and current != target.last_desired:
+            message = f"replicas changed outside the autoscaler: {target.last_desired} -> {current}; adopting {current}"
             log.info("external_scale", namespace=target.namespace, autoscaler=target.name, expected=target.last_desired, found=current)
-            self._event(obj, "ExternalScale", f"replicas changed outside the autoscaler: {target.last_desired} -> {current}; adopting")
+            self._event(obj, "ExternalScale", message, now_s)
         snapshot = {name: raw.get(name, math.nan) for name in sig.SIGNAL_NAMES}
         snapshot[sig.REPLICAS_DESIRED] = float(current)
-        snapshot[sig.REPLICAS_READY] = float(deployment.ready)
-        snapshot[sig.REPLICAS_STARTING] = float(max(0, deployment.replicas - deployment.ready))
+        snapshot[sig.REPLICAS_READY] = float(current_state.ready)
+        snapshot[sig.REPLICAS_STARTING] = float(current_state.starting)
         snapshot[sig.TIME_OF_DAY_S] = now_s % 86400.0
-        started = time.perf_counter()
-        record, target.state = decide(target.autoscaler, snapshot, now_s, current, target.state)
+
+        record, state = self._decide(target.autoscaler, snapshot, now_s, current, target.state)
+        report.decisions[target.key] = record
+        shadow_record = None
+        if target.shadow is not None and target.shadow_state is not None:
+            shadow_record, target.shadow_state = self._decide(target.shadow, snapshot, now_s, current, target.shadow_state)
+            report.shadow[target.key] = shadow_record
+
+        if target.spec.mode == "active":
+            acted = record
+        elif target.spec.shadow_apply_baseline and shadow_record is not None:
+            acted = shadow_record
+        else:
+            acted = dataclasses.replace(record, final=current, reason=f"ShadowMode: not applied ({record.reason})")
+        desired = acted.final
+        scaled, scale_error = False, ""
+        if desired != current and not self.dry_run:
+            try:
+                self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, desired, current_state.resource_version)
+                scaled = True
+            except KubeError as exc:
+                scale_error = str(exc)
+                self._error(report, exc.kind, scale_error, namespace=target.namespace, autoscaler=target.name)
+                self._event(obj, "FailedRescale", f"New size: {desired}; reason: {acted.reason}; error: {scale_error}", now_s, "Warning")
+        if scaled:
+            target.last_scale_s = now_s
+            report.patched.append((target.key, desired))
+            self._event(obj, "SuccessfulRescale", f"New size: {desired} (was {current}); reason: {acted.reason}", now_s)
+            log.info("scaled", namespace=target.namespace, autoscaler=target.name, before=current, after=desired, reason=acted.reason)
+        # The guardrails' cooldown counts from scale events that happened, not from decisions that were not applied.
+        target.state = with_scale_time(state, target.last_scale_s)
+        if target.shadow_state is not None:
+            target.shadow_state = with_scale_time(target.shadow_state, target.last_scale_s)
+        target.last_desired = desired if scaled else current
+
         if self.metrics is not None:
-            self.metrics.observe_policy_latency(target.autoscaler.policy.name, time.perf_counter() - started)
-        report.decisions[f"{target.namespace}/{target.name}"] = record
-        apply = record.final
-        shadow = target.spec.mode == "shadow"
-        if shadow:
-            apply = current
-            if target.spec.shadow_apply_baseline and record.baseline is not None:
-                behavior = target.autoscaler.behavior
-                apply = min(max(record.baseline, behavior.min_replicas), behavior.max_replicas)
-        scaled = False
-        if apply != current and not self.dry_run:
-            self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, apply, scale.resource_version)
-            scaled = True
-            report.patched.append((f"{target.namespace}/{target.name}", apply))
-            target.last_scale_time = iso(now_s)
-            self._event(obj, "Scaled", f"{current} -> {apply}: {record.reason}")
-            if self.metrics is not None:
-                self.metrics.observe_scale_event(target.namespace, target.name, current, apply)
-        target.last_desired = apply if scaled else current
-        if self.metrics is not None:
-            self.metrics.observe_decision(target.namespace, target.name, record)
+            self.metrics.observe_decision(target.namespace, target.name, acted)
             self.metrics.set_stale(target.namespace, target.name, record.stale)
-            if shadow:
+            if scaled:
+                self.metrics.observe_scale_event(target.namespace, target.name, current, desired)
+            if shadow_record is not None:
                 self.metrics.observe_shadow(target.namespace, target.name, target.autoscaler.policy.name, record.final)
-                self.metrics.observe_shadow(target.namespace, target.name, "baseline", record.baseline)
+                self.metrics.observe_shadow(target.namespace, target.name, "baseline", shadow_record.final)
         if self.status is not None:
             self.status.record_decision(target.namespace, target.name, record)
-        metrics_ok = not record.stale
+        self._report_status(obj, target, record, shadow_record, current, desired, scaled, scale_error, metrics_error, now_s, report)
+
+    def _decide(self, autoscaler: Autoscaler, snapshot: Mapping[str, float], now_s: float, current: int,
+                state: AutoscalerState) -> tuple[DecisionRecord, AutoscalerState]:
+        started = time.perf_counter()
+        result = decide(autoscaler, snapshot, now_s, current, state)
+        if self.metrics is not None:
+            self.metrics.observe_policy_latency(autoscaler.policy.name, time.perf_counter() - started)
+        return result
+
+    def _report_status(self, obj: Mapping[str, Any], target: Target, record: DecisionRecord, shadow_record: DecisionRecord | None,
+                       current: int, desired: int, scaled: bool, scale_error: str, metrics_error: str, now_s: float,
+                       report: TickReport) -> None:
         loaded, loaded_message = target.policy_loaded
+        if target.spec.mode == "shadow":
+            active = ("True", "ShadowApplyingBaseline", "shadow mode: the baseline's decisions are applied") if target.spec.shadow_apply_baseline \
+                else ("False", "ShadowMode", "shadow mode: decisions are computed, not applied")
+        elif self.dry_run:
+            active = ("False", "DryRun", "dry run: decisions are computed, not applied")
+        elif record.stale:
+            active = ("False", "StaleMetrics", record.reason)
+        else:
+            active = ("True", "ValidDecision", record.reason)
         updates = {
             "InvalidSpec": ("False", "Valid", "spec is valid"),
-            "AbleToScale": ("True", "SucceededRescale" if scaled else "ReadyForNewScale", "the scale subresource is writable"),
-            "MetricsAvailable": ("True", "MetricsRead", "serving metrics read") if metrics_ok else ("False", "StaleMetrics", metrics_error or "required signals missing or not finite"),
+            "AbleToScale": ("False", "FailedUpdateScale", scale_error) if scale_error else
+                           ("True", "SucceededRescale" if scaled else "ReadyForNewScale", "the scale subresource is writable"),
+            "MetricsAvailable": ("True", "MetricsRead", "serving metrics read") if not record.stale else
+                                ("False", "StaleMetrics", metrics_error or "required serving signals are missing or not finite"),
             "PolicyLoaded": ("True", "PolicyReady", loaded_message) if loaded else ("False", "FallbackToBaseline", loaded_message),
-            "ScalingActive": ("False", "ShadowMode", "shadow mode: decisions are computed, not applied") if shadow else
-                             ("False", "DryRun", "dry run") if self.dry_run else ("True", "ValidDecision", record.reason),
-            "Ready": ("True", "Reconciled", record.reason),
+            "ScalingActive": active,
+            "Ready": ("True", "Reconciled", record.reason) if not scale_error else ("False", "FailedUpdateScale", scale_error),
         }
-        self._patch_status(obj, target, now_s, updates, record, report, desired=apply)
+        fields: dict[str, Any] = {
+            "observedGeneration": target.generation,
+            "currentReplicas": current,
+            "desiredReplicas": desired,
+            "lastDecision": {"time": iso(record.time_s), "policy": record.policy, "proposal": record.proposal, "final": record.final,
+                             "reason": record.reason, "steps": [f"{s.guard}: {s.before} -> {s.after} ({s.reason})" for s in record.steps],
+                             "stale": record.stale},
+            # shadow mode: the main (usually learned) policy's decision next to the baseline's, both through the guardrails
+            "shadow": {"learned": record.final, "baseline": shadow_record.final} if shadow_record is not None else None,
+        }
+        if target.last_scale_s > -math.inf:
+            fields["lastScaleTime"] = iso(target.last_scale_s)
+        self._write_status(obj, target.namespace, target.name, fields, updates, now_s, report)
 
-    def _patch_status(self, obj: Mapping[str, Any], target: Target, now_s: float, updates: Mapping[str, tuple[str, str, str]],
-                      record: DecisionRecord | None, report: TickReport, desired: int | None = None) -> None:
-        status: dict[str, Any] = {
-            "observedGeneration": int(obj["metadata"].get("generation", 1)),
-            "conditions": merge_conditions((obj.get("status") or {}).get("conditions", []), updates, now_s),
-        }
-        if record is not None:
-            status |= {
-                "currentReplicas": record.current_replicas,
-                "desiredReplicas": desired if desired is not None else record.final,
-                "lastDecision": {"time": iso(record.time_s), "policy": record.policy, "proposal": record.proposal, "final": record.final,
-                                 "reason": record.reason, "steps": [f"{s.guard}: {s.before} -> {s.after} ({s.reason})" for s in record.steps],
-                                 "stale": record.stale},
-            }
-            if target.spec.mode == "shadow":
-                status["shadow"] = {"learned": record.final, "baseline": record.baseline}
-        if target.last_scale_time:
-            status["lastScaleTime"] = target.last_scale_time
+    def _write_status(self, obj: Mapping[str, Any], namespace: str, name: str, fields: dict[str, Any], updates: Conditions,
+                      now_s: float, report: TickReport) -> None:
+        old = obj.get("status") or {}
+        status = {**fields, "conditions": merge_conditions(old.get("conditions", []), updates, now_s)}
+        if status_unchanged(old, status):
+            return
         try:
-            self.kube.patch_status(target.namespace, target.name, status)
+            self.kube.patch_status(namespace, name, status)
+            report.status_writes += 1
         except KubeError as exc:
-            self._error(report, exc.kind, str(exc), namespace=target.namespace, autoscaler=target.name)
-
+            self._error(report, exc.kind, str(exc), namespace=namespace, autoscaler=name)

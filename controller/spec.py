@@ -9,6 +9,7 @@ validates an object as the API server returned it and raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -81,8 +82,10 @@ class BehaviorSpec(_Model):
     max_step_up: int | None = Field(None, ge=1)
     max_step_down: int | None = Field(None, ge=1)
     scale_down_stabilization_seconds: float = Field(300.0, ge=0)
-    cooldown_up_seconds: float = Field(0.0, ge=0)
-    cooldown_down_seconds: float = Field(0.0, ge=0)
+    #: after a scale event, no further scale for this long (both directions; the two below override it per direction)
+    cooldown_seconds: float = Field(0.0, ge=0)
+    cooldown_up_seconds: float | None = Field(None, ge=0)
+    cooldown_down_seconds: float | None = Field(None, ge=0)
     stale_metrics: Literal["hold", "baseline", "scaleUpOnly"] = "hold"
 
 
@@ -120,8 +123,10 @@ class AutoscalerSpec(_Model):
     def behavior_config(self) -> Behavior:
         b = self.behavior
         rule = {"hold": "hold", "baseline": "baseline", "scaleUpOnly": "scale_up_only"}[b.stale_metrics]
+        up = b.cooldown_seconds if b.cooldown_up_seconds is None else b.cooldown_up_seconds
+        down = b.cooldown_seconds if b.cooldown_down_seconds is None else b.cooldown_down_seconds
         return Behavior(self.min_replicas, self.max_replicas, b.max_step_up, b.max_step_down,
-                        b.scale_down_stabilization_seconds, b.cooldown_up_seconds, b.cooldown_down_seconds, rule)  # type: ignore[arg-type]
+                        b.scale_down_stabilization_seconds, up, down, rule)  # type: ignore[arg-type]
 
     def slo_config(self) -> SLO:
         return SLO(self.slo.ttft_ms / 1000.0, self.slo.tpot_ms / 1000.0)
@@ -140,10 +145,13 @@ def parse_autoscaler(obj: Mapping[str, Any]) -> AutoscalerSpec:
     except ValidationError as exc:
         problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
         raise InvalidSpec(problems) from exc
-    try:
-        if parsed.policy.type != "learned":
-            validate_policy_spec(parsed.policy_mapping())
-        validate_policy_spec(parsed.baseline_mapping())
-    except ValueError as exc:
-        raise InvalidSpec(f"spec.{exc}") from exc
+    checks = [("spec.policy", parsed.policy_mapping())] if parsed.policy.type != "learned" else []
+    if parsed.policy.baseline is not None:
+        checks.append(("spec.policy.baseline", parsed.baseline_mapping()))
+    for where, mapping in checks:
+        try:
+            validate_policy_spec(mapping)
+        except ValueError as exc:  # the registry names fields "policy.<field>"; say where they are in the resource
+            message = re.sub(r"\bpolicy\.", f"{where}.parameters.", str(exc)).replace(f"{where}.parameters.type", f"{where}.type")
+            raise InvalidSpec(message) from exc
     return parsed

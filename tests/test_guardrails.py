@@ -1,4 +1,4 @@
-"""Guardrail properties (hypothesis) and each guard's reason."""
+"""Guardrail properties (hypothesis), the order of the pipeline, and each guard's reason."""
 
 from __future__ import annotations
 
@@ -14,22 +14,39 @@ from controller.guardrails import Behavior, GuardState, apply_guardrails
 behaviors = st.builds(
     lambda lo, span, up, down, window, cool_up, cool_down, rule: Behavior(lo, lo + span, up, down, window, cool_up, cool_down, rule),
     st.integers(0, 5), st.integers(0, 20), st.one_of(st.none(), st.integers(1, 5)), st.one_of(st.none(), st.integers(1, 5)),
-    st.sampled_from([0.0, 60.0, 300.0]), st.sampled_from([0.0, 30.0]), st.sampled_from([0.0, 120.0]), st.sampled_from(["hold", "baseline", "scale_up_only"]),
+    st.sampled_from([0.0, 60.0, 300.0]), st.sampled_from([0.0, 30.0]), st.sampled_from([0.0, 120.0]),
+    st.sampled_from(["hold", "baseline", "scale_up_only"]),
 )
 proposals = st.one_of(st.just(Proposal(None)), st.integers(0, 40).map(Proposal))
+decisions = st.lists(st.tuples(proposals, st.booleans(), st.one_of(st.just(Proposal(None)), st.integers(0, 40).map(Proposal)),
+                               st.sampled_from([5.0, 15.0, 60.0])), min_size=1, max_size=30)
+
+
+def expected_recommendation(behavior: Behavior, proposal: Proposal, baseline: Proposal, current: int, stale: bool) -> int | None:
+    def clamp(value: int) -> int:
+        return min(max(value, behavior.min_replicas), behavior.max_replicas)
+
+    if not stale:
+        return clamp(proposal.replicas) if proposal.valid else None
+    if behavior.stale_rule == "scale_up_only" and proposal.valid:
+        return clamp(max(current, proposal.replicas))
+    if behavior.stale_rule == "baseline" and baseline.valid:
+        return clamp(max(current, baseline.replicas))
+    return None
 
 
 @settings(max_examples=300, deadline=None)
-@given(behavior=behaviors, steps=st.lists(st.tuples(proposals, st.booleans(), st.integers(0, 40)), min_size=1, max_size=30))
-def test_pipeline_properties(behavior, steps):
-    state, current, now = GuardState(), behavior.min_replicas, 0.0
-    for proposal, stale, baseline in steps:
-        now += 15.0
-        result = apply_guardrails(proposal, current, now, behavior, state, stale=stale, baseline=Proposal(baseline))
-        final = result.final
+@given(behavior=behaviors, steps=decisions, start=st.integers(0, 25))
+def test_pipeline_properties(behavior, steps, start):
+    state, now = GuardState(), 0.0
+    current = min(max(start, behavior.min_replicas), behavior.max_replicas)
+    recs: list[tuple[float, int]] = []
+    for proposal, stale, baseline, dt in steps:
+        now += dt
+        final, guard_steps, reason, new_state = apply_guardrails(proposal, current, now, behavior, state, stale=stale, baseline=baseline)
         # Never outside the bounds.
         assert behavior.min_replicas <= final <= behavior.max_replicas
-        # Step limits hold (the current value is always inside the bounds here).
+        # Step limits hold.
         if behavior.max_step_up is not None:
             assert final - current <= behavior.max_step_up
         if behavior.max_step_down is not None:
@@ -37,43 +54,139 @@ def test_pipeline_properties(behavior, steps):
         # Never scale down on stale data, whatever the rule.
         if stale:
             assert final >= current
-        # No scale-down below the highest recommendation of the stabilisation window.
+        # No scale-down below the highest recommendation of the stabilisation window (kept here independently:
+        # a recommendation is the bounded value that the policy, or the stale rule, asked for; a hold is none).
+        rec = expected_recommendation(behavior, proposal, baseline, current, stale)
+        if rec is not None:
+            recs.append((now, rec))
         if final < current:
-            recent = [r for t, r in result.state.recommendations if t >= now - behavior.scale_down_stabilization_s]
-            assert final >= min(current, max(recent))
-        # Every change from the raw proposal is explained.
-        raw = proposal.replicas if proposal.valid else current
+            window = [r for t, r in recs if t > now - behavior.scale_down_stabilization_s or t == now]
+            assert final >= min(current, max(window))
+            assert not stale and proposal.valid
+        # No change within the cooldown of the last scale event.
+        since = now - state.last_scale_s
+        if final > current:
+            assert since >= behavior.cooldown_up_s
+        if final < current:
+            assert since >= behavior.cooldown_down_s
+        # Every departure from the raw proposal is explained, and the reason names the last guard.
+        raw = proposal.replicas if proposal.valid and not stale else current
         if final != raw:
-            assert result.steps
-        state, current = result.state, final
+            assert guard_steps and reason.startswith(guard_steps[-1].guard)
+        for step in guard_steps:
+            assert step.reason
+        # The state is a new value; the old one is untouched.
+        assert new_state is not state
+        if final != current:
+            assert new_state.last_scale_s == now and new_state.last_scale_direction == (1 if final > current else -1)
+        state, current = new_state, final
+
+
+def test_result_unpacks_and_reads_by_name():
+    result = apply_guardrails(Proposal(5), 3, 0.0, Behavior(1, 10), GuardState(), stale=False)
+    final, steps, reason, state = result
+    assert (final, steps, reason) == (5, (), "ScaleUp: 3 -> 5") and result.state is state
+    assert state.last_scale_s == 0.0 and state.last_scale_direction == 1 and state.recommendations == ((0.0, 5),)
 
 
 def test_each_guard_names_its_reason():
     b = Behavior(min_replicas=2, max_replicas=10, max_step_up=2, max_step_down=1, scale_down_stabilization_s=300, cooldown_up_s=60)
-    assert apply_guardrails(Proposal(1), 3, 0, b, GuardState(), stale=False).steps[0].guard == "BelowMin"
-    assert apply_guardrails(Proposal(20), 9, 0, b, GuardState(), stale=False).steps[0].guard == "AboveMax"
-    assert apply_guardrails(Proposal(8), 3, 0, b, GuardState(), stale=False).steps[-1].guard == "ScaleUpLimit"
+    below = apply_guardrails(Proposal(1), 3, 0, b, GuardState(), stale=False)
+    assert below.final == 2 and below.steps[0].guard == "BelowMin" and (below.steps[0].before, below.steps[0].after) == (1, 2)
+    above = apply_guardrails(Proposal(20), 9, 0, b, GuardState(), stale=False)
+    assert above.final == 10 and [s.guard for s in above.steps] == ["AboveMax"]
+    up = apply_guardrails(Proposal(8), 3, 0, b, GuardState(), stale=False)
+    assert up.final == 5 and [s.guard for s in up.steps] == ["ScaleUpLimit"] and up.reason.startswith("ScaleUpLimit")
+    down = apply_guardrails(Proposal(2), 6, 0, Behavior(1, 10, max_step_down=1, scale_down_stabilization_s=0), GuardState(), stale=False)
+    assert down.final == 5 and [s.guard for s in down.steps] == ["ScaleDownLimit"]
     history = GuardState(recommendations=((10.0, 7),))
     stabilized = apply_guardrails(Proposal(4), 6, 100, Behavior(1, 10, scale_down_stabilization_s=300), history, stale=False)
     assert stabilized.final == 6 and stabilized.steps[-1].guard == "ScaleDownStabilized"
     cooling = apply_guardrails(Proposal(5), 3, 100, b, GuardState(last_scale_s=70.0), stale=False)
-    assert cooling.final == 3 and cooling.steps[-1].guard == "Cooldown"
+    assert cooling.final == 3 and cooling.steps[-1].guard == "Cooldown" and "30 s ago" in cooling.reason
     none = apply_guardrails(Proposal(None), 4, 0, b, GuardState(), stale=False)
-    assert none.final == 4 and none.steps[0].guard == "NoValidProposal"
+    assert none.final == 4 and none.steps[0].guard == "NoValidProposal" and none.state.recommendations == ()
 
 
-@pytest.mark.parametrize(("rule", "expected", "guard"), [("hold", 5, "StaleMetricsHold"), ("scale_up_only", 5, "StaleMetricsScaleUpOnly"), ("baseline", 7, "StaleMetricsBaseline")])
+def test_stabilisation_holds_the_window_maximum_then_lets_go():
+    b = Behavior(1, 10, scale_down_stabilization_s=60)
+    state = GuardState()
+    finals = []
+    # t=0: 8 recommended at 8 replicas; then 3 is recommended every 15 s.
+    for t, want, current in [(0, 8, 8), (15, 3, 8), (45, 3, 8), (60, 3, 8), (75, 3, 8)]:
+        result = apply_guardrails(Proposal(want), current, t, b, state, stale=False)
+        finals.append(result.final)
+        state = result.state
+    # The 8 of t=0 is in (t - 60, t] up to t=45; at t=60 it has left: the highest is 3.
+    assert finals == [8, 8, 8, 3, 3]
+
+
+def test_stabilisation_sees_recommendations_before_the_step_limit():
+    # A step-limited descent 10 -> 9 -> 8 is not mistaken for recommendations 9 and 8: the recorded
+    # recommendation is the raw 2, so once the window passes the early 10 nothing holds the descent back.
+    b = Behavior(1, 10, max_step_down=1, scale_down_stabilization_s=30)
+    result = apply_guardrails(Proposal(10), 10, 0, b, GuardState(), stale=False)
+    current, state, finals = 10, result.state, []
+    for t in (15, 30, 45, 60):
+        result = apply_guardrails(Proposal(2), current, t, b, state, stale=False)
+        current, state = result.final, result.state
+        finals.append(current)
+    assert finals == [10, 9, 8, 7]
+    assert [r for _, r in state.recommendations] == [2, 2]
+
+
+def test_order_bounds_before_step_limit_before_cooldown():
+    # Proposal 50 at 3 replicas, max 10, +2 per interval: AboveMax (50 -> 10), then ScaleUpLimit (10 -> 5).
+    b = Behavior(1, 10, max_step_up=2)
+    result = apply_guardrails(Proposal(50), 3, 0, b, GuardState(), stale=False)
+    assert [(s.guard, s.before, s.after) for s in result.steps] == [("AboveMax", 50, 10), ("ScaleUpLimit", 10, 5)]
+    # A cooldown vetoes what the step limit allowed.
+    cool = apply_guardrails(Proposal(50), 3, 10, Behavior(1, 10, max_step_up=2, cooldown_up_s=30), GuardState(last_scale_s=0.0), stale=False)
+    assert [s.guard for s in cool.steps] == ["AboveMax", "ScaleUpLimit", "Cooldown"] and cool.final == 3
+
+
+def test_cooldown_down_after_a_scale_up():
+    b = Behavior(1, 10, scale_down_stabilization_s=0, cooldown_down_s=120)
+    up = apply_guardrails(Proposal(6), 3, 0, b, GuardState(), stale=False)
+    early = apply_guardrails(Proposal(2), 6, 60, b, up.state, stale=False)
+    late = apply_guardrails(Proposal(2), 6, 120, b, up.state, stale=False)
+    assert up.final == 6 and early.final == 6 and early.steps[-1].guard == "Cooldown" and late.final == 2
+
+
+@pytest.mark.parametrize(("rule", "expected", "guard"), [
+    ("hold", 5, "StaleMetricsHold"), ("scale_up_only", 5, "StaleMetricsScaleUpOnly"), ("baseline", 7, "StaleMetricsBaseline")])
 def test_stale_rules(rule, expected, guard):
     b = Behavior(1, 10, scale_down_stabilization_s=0, stale_rule=rule)
     result = apply_guardrails(Proposal(2), 5, 0, b, GuardState(), stale=True, baseline=Proposal(7))
     assert result.final == expected and result.steps[0].guard == guard
     up = apply_guardrails(Proposal(8), 5, 0, b, GuardState(), stale=True, baseline=Proposal(3))
     assert up.final == {"hold": 5, "scale_up_only": 8, "baseline": 5}[rule]
+    # Without a usable baseline proposal, the baseline rule holds.
+    none = apply_guardrails(Proposal(8), 5, 0, b, GuardState(), stale=True, baseline=Proposal(None))
+    assert none.final == {"hold": 5, "scale_up_only": 8, "baseline": 5}[rule]
+
+
+def test_stale_hold_is_not_a_recommendation():
+    # Holding for lack of data records nothing, so it does not extend the stabilisation window.
+    b = Behavior(1, 10, stale_rule="hold")
+    result = apply_guardrails(Proposal(9), 5, 0, b, GuardState(), stale=True)
+    assert result.final == 5 and result.state.recommendations == () and result.reason.startswith("StaleMetricsHold")
+
+
+def test_bounds_win_when_the_current_replicas_are_out_of_range():
+    # An operator lowered max to 4 while 9 replicas run; even on stale data the bound applies.
+    b = Behavior(1, 4, max_step_down=1, stale_rule="hold")
+    result = apply_guardrails(Proposal(None), 9, 0, b, GuardState(), stale=True)
+    assert result.final == 4 and result.steps[-1].guard == "Bounds"
 
 
 def test_invalid_behavior_is_rejected():
     with pytest.raises(ValueError, match="min_replicas"):
         Behavior(5, 2)
     with pytest.raises(ValueError, match="stale_rule"):
-        Behavior(stale_rule="panic")
+        Behavior(stale_rule="panic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_step_up"):
+        Behavior(max_step_up=0)
+    with pytest.raises(ValueError, match="cooldown_up_s"):
+        Behavior(cooldown_up_s=-1)
     assert math.isinf(GuardState().last_scale_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from controller.decision import Proposal
 from controller.policies.base import PolicyContext
@@ -11,8 +12,12 @@ from controller.policies.base import PolicyContext
 
 @dataclass(frozen=True)
 class FixedPolicy:
+    """Always proposes ``replicas`` (the guardrails still bound it)."""
+
     replicas: int
     name: str = "fixed"
+
+    required_signals: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         if self.replicas < 0:

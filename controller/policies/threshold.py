@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 from controller import signals as sig
 from controller.decision import Proposal
@@ -12,6 +13,7 @@ from controller.policies.base import PolicyContext
 
 
 def tokens_per_minute_per_replica(snapshot: Mapping[str, float]) -> float:
+    """60 x (prompt + generated tokens/s) / ready replicas; NaN when any input is missing."""
     ready = snapshot.get(sig.REPLICAS_READY, math.nan)
     prompt, generated = snapshot.get("prompt_token_rate", math.nan), snapshot.get("generation_token_rate", math.nan)
     if not all(sig.is_usable(v) for v in (ready, prompt, generated)) or ready <= 0:
@@ -21,13 +23,22 @@ def tokens_per_minute_per_replica(snapshot: Mapping[str, float]) -> float:
 
 @dataclass(frozen=True)
 class ThresholdPolicy:
-    """Above ``scale_up_tpm`` add ``step_up`` replicas; below ``scale_down_tpm`` remove ``step_down``."""
+    """Above ``scale_up_tpm`` add ``step_up`` replicas; below ``scale_down_tpm`` remove ``step_down``;
+    the result stays within ``[min_replicas, max_replicas]``.
+
+    :param scale_up_tpm: tokens per minute per ready replica above which to add replicas.
+    :param scale_down_tpm: tokens per minute per ready replica below which to remove replicas.
+    :param step_up: replicas added per decision.
+    :param step_down: replicas removed per decision.
+    """
 
     scale_up_tpm: float
     scale_down_tpm: float
     step_up: int = 1
     step_down: int = 1
     name: str = "threshold"
+
+    required_signals: ClassVar[tuple[str, ...]] = ("prompt_token_rate", "generation_token_rate")
 
     def __post_init__(self) -> None:
         if not 0 <= self.scale_down_tpm < self.scale_up_tpm:

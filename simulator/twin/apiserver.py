@@ -26,13 +26,13 @@ from fastapi.responses import JSONResponse
 CR = "/apis/autoscaling.kis-s.dev/v1alpha1"
 
 
-def _merge(target: dict, patch: dict) -> dict:
-    """RFC 7386 JSON merge patch."""
+def merge_patch(target: dict, patch: dict) -> dict:
+    """RFC 7386 JSON merge patch of ``target``, in place; returns it."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
         elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
+            merge_patch(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
     return target
@@ -171,7 +171,7 @@ class KubeEmulator:
                     return missing("inferenceautoscalers", name)
                 if (c := conflict(obj, body)) is not None:
                     return c
-                _merge(obj.setdefault("status", {}), body.get("status") or {})
+                merge_patch(obj.setdefault("status", {}), body.get("status") or {})
                 return copy.deepcopy(emu._bump(obj))
 
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
