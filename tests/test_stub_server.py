@@ -71,6 +71,18 @@ def test_streaming_chat_with_usage(client):
     assert times[-1] >= times[0]
 
 
+def test_stream_interval_batches_tokens_after_the_first():
+    handle = run_server_in_thread(create_app(StubConfig(served_model_name=MODEL, time_scale=0.2, stream_interval=8)), port=0, lifespan="on")
+    try:
+        client = openai.OpenAI(base_url=f"{handle.url}/v1", api_key="unused", max_retries=0, timeout=30)
+        stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=50, stream=True)
+        sizes = [len(c.choices[0].delta.content.split()) for c in stream if c.choices and c.choices[0].delta.content]
+    finally:
+        handle.stop()
+    assert sum(sizes) == 50 and sizes[0] < 8  # every token arrives; the first without waiting for a full chunk
+    assert all(size >= 8 for size in sizes[1:-1]) and len(sizes) <= 1 + 49 // 8 + 1  # then in chunks of at least 8
+
+
 def test_completions_with_exact_token_counts(client, stub):
     before = scrape(stub)
     response = client.completions.create(model=MODEL, prompt="x", extra_body={"kis": {"prompt_tokens": 900, "output_tokens": 25}})

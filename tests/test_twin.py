@@ -26,9 +26,11 @@ def test_spike_scales_up_latency_recovers_and_scales_down(tmp_path):
     assert ready.max() >= 3 and 8 < peak_at < 45  # the new replicas become ready
     ok = [r for r in result.requests if r.ok]
     assert len(ok) == len(result.requests)  # nothing lost while scaling
-    late = [r.ttft_s for r in ok if r.sent_s > peak_at]
-    early = [r.ttft_s for r in ok if 8 < r.sent_s < 12]
-    assert np.percentile(late, 95) <= np.percentile(early, 95) or np.percentile(late, 95) < 0.5  # latency recovers
+    # Latency recovers: under the same spike, the scaled-out replicas answer faster than one replica did.
+    before = [[r.ttft_s for r in ok if a <= r.sent_s < a + 2] for a in np.arange(8, peak_at, 2)]
+    worst_before = max(np.percentile(w, 95) for w in before if w)
+    late = [r.ttft_s for r in ok if peak_at + 2 <= r.sent_s < 24]
+    assert np.percentile(late, 95) <= worst_before or np.percentile(late, 95) < 0.5
     assert desired[-1] < desired.max()  # after the load, replicas scale down after the stabilisation window
     assert any("ScaleDown" in text for _, text in result.decisions)
     report = write_twin_report(result, tmp_path)

@@ -20,6 +20,7 @@ def serve_command(
     max_prompt_tokens: int = typer.Option(8192, "--max-prompt-tokens"),
     max_tokens_limit: int = typer.Option(4096, "--max-tokens-limit"),
     time_scale: float = typer.Option(1.0, "--time-scale", help="0.1 runs the simulated GPU ten times faster than real time."),
+    stream_interval: int = typer.Option(1, "--stream-interval", min=1, help="Generated tokens per streamed chunk (as vLLM's --stream-interval)."),
     log_level: str = typer.Option("warning", "--log-level"),
 ) -> None:
     """Serve /v1/completions, /v1/chat/completions (SSE streaming too), /v1/models, /health and /metrics."""
@@ -28,5 +29,6 @@ def serve_command(
     from simulator.stub.app import StubConfig, create_app
 
     config = StubConfig(gpu=gpu, model=model, timing=timing, served_model_name=served_model_name, startup_delay_s=startup_delay,
-                        max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit, max_waiting=max_waiting, time_scale=time_scale)
+                        max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit, max_waiting=max_waiting, time_scale=time_scale,
+                        stream_interval=stream_interval)
     uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)

@@ -32,7 +32,9 @@ from simulator.stub.protocol import ChatRequest, CompletionRequest, error_body, 
 class StubConfig:
     """:param time_scale: engine seconds per wall second divisor (0.1 = ten times faster than the modelled GPU).
     :param startup_delay_s: wall seconds of simulated model load before ``/health`` turns ready.
-    :param max_waiting: queued requests before new ones get 429."""
+    :param max_waiting: queued requests before new ones get 429.
+    :param stream_interval: generated tokens per streamed chunk (vLLM's ``--stream-interval``; the first token
+        is always sent at once, the rest at the end)."""
 
     gpu: str = "H100"
     model: str = "llama-8b"
@@ -47,6 +49,7 @@ class StubConfig:
     default_chat_tokens: int = 128
     default_completion_tokens: int = 16
     time_scale: float = 1.0
+    stream_interval: int = 1
 
 
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -61,7 +64,7 @@ def create_app(config: StubConfig = StubConfig(), *, latency: IterationTimeModel
     model = latency or default_latency_model(config.gpu, config.model, config.timing)
     capacity = kv_capacity_tokens(gpu.memory_gib * GIB, shape.weight_bytes(), shape.kv_bytes_per_token())
     engine = ReplicaEngine(model, EngineConfig(capacity, config.max_num_seqs, config.max_batched_tokens, config.max_waiting))
-    driver = RealTimeEngine(engine, time_scale=config.time_scale)
+    driver = RealTimeEngine(engine, time_scale=config.time_scale, stream_interval=config.stream_interval)
     registry = CollectorRegistry()
     registry.register(EngineCollector(engine, config.served_model_name, shape.weight_bytes(), shape.kv_bytes_per_token(), driver.now))
     ready_at = time.monotonic() + config.startup_delay_s

@@ -2,7 +2,9 @@
 
 Engine time is wall time since start divided by ``time_scale`` (0.1 makes
 the replica ten times faster than the GPU it models). A background task
-advances the engine every ``tick_s`` and wakes the requests that progressed.
+advances the engine every ``tick_s`` and wakes the requests that have something
+to send: their first token, ``stream_interval`` new tokens (vLLM's
+``--stream-interval``), or their end.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from simulator.engine.replica import FinishedRequest, ReplicaEngine
 
 @dataclass
 class InFlight:
-    """A request being served: the event is set whenever it progresses."""
+    """A request being served: the event is set whenever it has something to send."""
 
     rid: int
     prompt_tokens: int
@@ -31,9 +33,13 @@ class InFlight:
 class RealTimeEngine:
     """Owns a :class:`ReplicaEngine`; every call happens on the event loop's thread."""
 
-    def __init__(self, engine: ReplicaEngine, *, time_scale: float = 1.0, tick_s: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: ReplicaEngine, *, time_scale: float = 1.0, tick_s: float = 0.01, stream_interval: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be positive, got {time_scale}")
+        if stream_interval < 1:
+            raise ValueError(f"stream_interval must be at least 1 token, got {stream_interval}")
+        self.stream_interval = stream_interval
         self.engine = engine
         self.time_scale = time_scale
         self.tick_s = tick_s
@@ -77,7 +83,7 @@ class RealTimeEngine:
         return self.engine.progress(flight.rid)
 
     def step(self) -> None:
-        """Advance to now and wake the requests that progressed (first token, new tokens, done)."""
+        """Advance to now and wake the requests with something to send (first token, a chunk's worth of tokens, done)."""
         self.engine.advance(self.now())
         for done in self.engine.finished:
             flight = self._inflight.pop(done.rid, None)
@@ -87,7 +93,7 @@ class RealTimeEngine:
         self.engine.finished.clear()
         for flight in self._inflight.values():
             first, generated = self.engine.progress(flight.rid)
-            if first is not None and generated != flight.seen:
+            if first is not None and (flight.seen < 0 or generated - flight.seen >= self.stream_interval):
                 flight.seen = generated
                 flight.event.set()
 

@@ -1,9 +1,11 @@
 """The replica actuator and gateway of the local closed loop.
 
 :class:`ReplicaActuator` keeps as many stub servers running as the emulated
-Deployment asks for: new ones start with their model-load delay and count as
-ready once ``/health`` answers; removed ones (newest first) stop receiving
-requests, finish what they hold, then stop. It writes the Deployment's
+Deployment asks for, each in its own process (as pods are: replicas sharing
+one interpreter would be CPU-bound, not GPU-bound): new ones start with their
+model-load delay and count as ready once ``/health`` answers; one that dies is
+replaced; removed ones (newest first) stop receiving requests, finish what
+they hold, then stop. It writes the Deployment's
 ``readyReplicas`` and the Prometheus file-service-discovery targets.
 :func:`create_gateway` is the Service in front: it forwards each request to
 the ready replica with the fewest requests in flight and streams the answer back.
@@ -12,6 +14,9 @@ the ready replica with the fewest requests in flight and streams the answer back
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,14 +26,43 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from controller.server import ServerHandle, run_server_in_thread
-from simulator.stub.app import StubConfig, create_app
+from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator
+
+
+class StubProcess:
+    """``kis stub serve`` on a free loopback port, in a child process."""
+
+    def __init__(self, config: StubConfig) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        command = [sys.executable, "-m", "simulator.cli.main", "stub", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--gpu", config.gpu, "--model", config.model, "--timing", config.timing, "--served-model-name", config.served_model_name,
+                   "--startup-delay", str(config.startup_delay_s), "--max-waiting", str(config.max_waiting),
+                   "--time-scale", str(config.time_scale), "--stream-interval", str(config.stream_interval)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @dataclass
 class Replica:
-    handle: ServerHandle
+    handle: StubProcess
     ready: bool = False
     draining: bool = False
     inflight: int = 0
@@ -57,9 +91,11 @@ class ReplicaActuator:
         dep = self.emulator.get("deployments", self.namespace, self.deployment)
         desired = int(dep["spec"]["replicas"]) if dep else 0
         with self.lock:
+            dead = [r for r in self.replicas if not r.handle.alive]
+            self.replicas = [r for r in self.replicas if r.handle.alive]  # a crashed pod is replaced below
             live = [r for r in self.replicas if not r.draining]
             for _ in range(desired - len(live)):
-                self.replicas.append(Replica(run_server_in_thread(create_app(self.stub), port=0, lifespan="on")))
+                self.replicas.append(Replica(StubProcess(self.stub)))
             for replica in sorted(live, key=lambda r: not r.ready)[: max(0, len(live) - desired)][::-1]:
                 replica.draining = True  # not-ready first, then newest
         for replica in list(self.replicas):
@@ -72,6 +108,8 @@ class ReplicaActuator:
                 replica.handle.stop()
                 with self.lock:
                     self.replicas.remove(replica)
+        for replica in dead:
+            replica.handle.stop()
         ready = len(self.ready())
         if dep is not None and dep.get("status", {}).get("readyReplicas") != ready:
             self.emulator.set_ready(self.namespace, self.deployment, ready)
@@ -97,7 +135,8 @@ class ReplicaActuator:
 def create_gateway(actuator: ReplicaActuator) -> FastAPI:
     """The Service in front of the replicas (least requests in flight)."""
     app = FastAPI(title="KIS-S twin gateway")
-    client = httpx.AsyncClient(timeout=300)
+    # Like a Service, no cap on connections: httpx's default of 100 would queue a spike in the gateway.
+    client = httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
     @app.post("/v1/{path:path}")
     async def forward(path: str, request: Request) -> Response:

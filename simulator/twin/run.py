@@ -40,7 +40,9 @@ NAMESPACE, DEPLOYMENT = "default", "llm"
 class TwinConfig:
     """:param policy: the InferenceAutoscaler's policy block. :param interval_s: controller tick.
     :param stabilization_s: scale-down stabilisation. :param startup_delay_s: model load of a new replica.
-    :param drain_s: how long to keep running after the load ends (to see the scale-down)."""
+    :param drain_s: how long to keep running after the load ends (to see the scale-down).
+    :param stream_interval: tokens per streamed chunk. Replicas, gateway and load generator share one
+        Python process here, so streaming every token would make the loop CPU-bound, not GPU-bound."""
 
     policy: dict = field(default_factory=lambda: {"type": "hpa", "parameters": {
         "metric": "requests_per_replica", "target": 8, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 15}}}})
@@ -53,6 +55,7 @@ class TwinConfig:
     drain_s: float = 30.0
     time_scale: float = 1.0
     scrape_interval_s: int = 1
+    stream_interval: int = 16
 
 
 @dataclass
@@ -123,7 +126,7 @@ def run_twin(workload: Workload, config: TwinConfig = TwinConfig(), *, on_sample
         "scaleTargetRef": {"name": DEPLOYMENT}, "minReplicas": config.min_replicas, "maxReplicas": config.max_replicas, "policy": config.policy,
         "metrics": {"windowSeconds": config.window_s, "longWindowSeconds": max(config.window_s, 60)},
         "behavior": {"scaleDownStabilizationSeconds": config.stabilization_s}}})
-    stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale)
+    stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
     actuator = ReplicaActuator(emulator, NAMESPACE, DEPLOYMENT, stub, targets)
     prometheus = PrometheusProcess(workdir, targets, config.scrape_interval_s)
     gateway = run_server_in_thread(create_gateway(actuator), port=0)
