@@ -17,8 +17,6 @@ import pstats
 import time
 from pathlib import Path
 
-import numpy as np
-
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.runner import simulate
 from simulator.workloads.catalog import load_trace

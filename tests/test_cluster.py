@@ -169,7 +169,6 @@ def test_heterogeneous_pools_serve_at_different_speeds():
     cluster = make_cluster(workload, pools=pools, replicas=2, router="round_robin", speeds=[1.0, 0.25])
     cluster.run_until(300)
     cluster.finish()
-    by_pod = {}
     fast_pod, slow_pod = cluster._ready
     assert fast_pod.speed == 1.0 and slow_pod.speed == 0.25
     assert fast_pod.engine.busy_s < slow_pod.engine.busy_s

@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 import simulator.lb  # noqa: F401 - registers the environment
 from simulator.lb.env import LoadBalanceEnv, ServerSpec
-from simulator.lb.experiment import HETEROGENEOUS, Scenario, baseline_chooser, make_env, model_chooser, run_episode, scenarios, _poisson
+from simulator.lb.experiment import HETEROGENEOUS, Scenario, _poisson, baseline_chooser, make_env, model_chooser, run_episode, scenarios
 
 
 def small_env():

@@ -24,25 +24,8 @@ import requests
 from structlog.testing import capture_logs
 
 from controller import signals as sig
-from controller.prometheus import (
-    MetricsUnavailable,
-    PrometheusReader,
-    TargetQuery,
-    alternation_selector,
-    exact_selector,
-    plan_queries,
-    promql_string,
-)
-from tests.prom_harness import (  # noqa: F401 (fixtures)
-    TARGET_A,
-    TARGET_B,
-    ExporterTarget,
-    FakeExporter,
-    PrometheusServer,
-    free_port,
-    prom_exporter,
-    prometheus,
-)
+from controller.prometheus import MetricsUnavailable, PrometheusReader, TargetQuery, alternation_selector, exact_selector, plan_queries, promql_string
+from tests.prom_harness import TARGET_A, TARGET_B, ExporterTarget, FakeExporter, PrometheusServer, free_port, prom_exporter, prometheus  # noqa: F401 (fixtures)
 
 needs_prometheus = pytest.mark.prometheus
 

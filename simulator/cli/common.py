@@ -9,12 +9,18 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from simulator.workloads.workload import Workload
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error line is never broken: paths stay whole
+
+
+def print_error(problem: object) -> None:
+    """``error: <problem>`` on stderr, the problem's text printed as is (no markup)."""
+    err_console.print("[red]error:[/red]", escape(str(problem)))
 
 
 def load_workload(
@@ -46,7 +52,7 @@ def load_workload(
 
             workload = scale_rate(workload, rate_scale, np.random.default_rng(seed))
     except (ValueError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     return workload
 

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.slo import SLO
-from simulator.cli.common import console, err_console, print_json, summary_table
+from simulator.cli.common import console, err_console, print_error, print_json, summary_table
 
 TABLE_KEYS = ["slo_attainment", "ttft_p95_s", "tpot_p95_s", "e2e_p95_s", "gpu_hours", "cost_usd", "scale_events", "reaction_time_s"]
 
@@ -35,7 +35,7 @@ def run_evaluation(
         policies = load_policies(policies_file) if policies_file else list(DEFAULT_POLICIES)
         entries = preset_workloads(workloads, duration) + [trace_workload(t, fmt, duration) for t in traces]
     except (ValueError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     if not entries:
         err_console.print("[red]error:[/red] no workloads: give --workloads and/or --trace")

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.slo import SLO
-from simulator.cli.common import console, err_console, load_workload, print_json, vertical_table
+from simulator.cli.common import console, err_console, load_workload, print_error, print_json, vertical_table
 
 app = typer.Typer(help="Replay a workload against an OpenAI-compatible endpoint.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def run_command(
             results = asyncio.run(replay(url, wl, model=model, speedup=speedup, max_requests=max_requests, concurrency_limit=concurrency_limit,
                                          timeout_s=timeout, on_result=lambda r: bar.update(task, advance=1)))
         except ValueError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(2) from exc
     write_results_csv(results, out)
     summary = summarize_results(results, SLO(slo_ttft_ms / 1000, slo_tpot_ms / 1000))

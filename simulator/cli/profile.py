@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from simulator.cli.common import console, err_console, print_json
+from simulator.cli.common import console, print_error, print_json
 
 app = typer.Typer(help="GPU profiles and the engine latency model.", no_args_is_help=True)
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[red]error:[/red] {exc}")
+    print_error(exc)
     raise typer.Exit(2) from exc
 
 

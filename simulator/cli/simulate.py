@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from controller.slo import SLO
-from simulator.cli.common import console, err_console, load_workload, print_json, vertical_table
+from simulator.cli.common import console, err_console, load_workload, print_error, print_json, vertical_table
 
 SUMMARY_KEYS = [
     "requests", "slo_attainment", "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s",
@@ -59,7 +59,7 @@ def simulate_command(
         )
         decide = _decider(policy, min_replicas, max_replicas, slo, interval) if autoscale else None
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     with Progress(TextColumn("[bold]simulating {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=err_console, disable=as_json, transient=True) as progress:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from simulator.cli.common import console, err_console, print_json
+from simulator.cli.common import console, err_console, print_error, print_json
 
 DEFAULT_CONFIG = Path("configs/train/ppo.yaml")
 
@@ -31,7 +31,7 @@ def train_command(
     try:
         cfg = load_train_config(config, {"algo": algo, "total_steps": steps, "seed": seed})
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     if cfg.algo == "qlearning":
         _train_q(cfg, out, progress, as_json)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from simulator.cli.common import console, err_console
+from simulator.cli.common import console, err_console, print_error
 
 
 def twin_command(
@@ -45,7 +45,7 @@ def twin_command(
             result = run_twin(spike(duration, base_rate, peak_rate, spike_start, spike_length),
                               TwinConfig(max_replicas=max_replicas, startup_delay_s=startup_delay, drain_s=drain), on_sample=on_sample)
     except RuntimeError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     report = write_twin_report(result, out)
     console.print(report.read_text().split("![twin]")[0])

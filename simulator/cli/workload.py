@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from simulator.cli.common import console, err_console, print_json
+from simulator.cli.common import console, err_console, print_error, print_json
 
 app = typer.Typer(help="Inspect traces and generate workloads.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def stats_command(
     try:
         result = read_trace(file, fmt, skip_bad_rows=skip_bad_rows)
     except WorkloadError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     stats = workload_stats(result.workload) | {"skipped_rows": float(result.skipped)}
     if as_json:
@@ -59,7 +59,7 @@ def generate_command(
     try:
         workload = make_workload(preset, seed=seed, duration_s=duration)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from exc
     write_per_minute_csv(workload, out)
     if requests_out:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from simulator.envs.autoscale import AutoscaleEnv, RewardWeights, Randomization, preset_sampler
+from simulator.envs.autoscale import AutoscaleEnv, Randomization, RewardWeights, preset_sampler
 
 __all__ = ["AutoscaleEnv", "RewardWeights", "Randomization", "preset_sampler"]
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from controller.decision import DecisionRecord
 from controller.slo import SLO
-from simulator.cluster.config import ClusterConfig
 from simulator.cluster.cluster import PoolRuntime
+from simulator.cluster.config import ClusterConfig
 from simulator.profiles.latency import IterationTimeModel
 from simulator.results import SimulationResult
 from simulator.runner import simulate
