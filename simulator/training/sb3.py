@@ -67,7 +67,12 @@ def train_sb3(
         log_path=str(out_dir / "eval"), best_model_save_path=None, deterministic=True, verbose=0,
     )
     start = time.perf_counter()
-    model.learn(total_timesteps=config.total_steps, callback=callback, progress_bar=progress)
+    try:
+        model.learn(total_timesteps=config.total_steps, callback=callback, progress_bar=progress)
+    finally:
+        model.logger.close()  # the CSV file and the TensorBoard writer's thread
+        venv.close()
+        eval_env.close()
     seconds = time.perf_counter() - start
     model.save(out_dir / "model.zip")
     _write_eval_curve(out_dir)
