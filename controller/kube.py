@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,13 @@ class TargetState:
         return max(0, self.replicas - self.ready)
 
 
+def _target_state(deployment: dict[str, Any]) -> TargetState:
+    """A Deployment as JSON -> its :class:`TargetState`."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])  # the API server defaults it to 1
+    return TargetState(replicas, int(status.get("readyReplicas") or 0), str(deployment["metadata"].get("resourceVersion", "")))
+
+
 @dataclass(frozen=True)
 class ConfigMapFiles:
     resource_version: str
@@ -169,6 +177,19 @@ class KubeClient:
         dep = self._call(f"read deployment {namespace}/{name}", self.apps.read_namespaced_deployment, name, namespace)
         replicas = 1 if dep.spec.replicas is None else int(dep.spec.replicas)  # the API server defaults it to 1
         return TargetState(replicas, int((dep.status and dep.status.ready_replicas) or 0), str(dep.metadata.resource_version))
+
+    def list_targets(self, namespace: str) -> dict[str, TargetState]:
+        """Every Deployment of ``namespace`` by name, in one LIST.
+
+        The items are read from the raw JSON: the official client's model objects would cost about a
+        millisecond per Deployment, and only three fields are needed.
+        """
+        response = self._call(f"list deployments in {namespace}", self.apps.list_namespaced_deployment, namespace, _preload_content=False)
+        try:
+            items = json.loads(response.data).get("items") or []
+            return {item["metadata"]["name"]: _target_state(item) for item in items}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KubeError(f"list deployments in {namespace}: unreadable answer ({type(exc).__name__}: {exc})") from exc
 
     def patch_scale(self, namespace: str, name: str, replicas: int, resource_version: str | None = None, conflicts: int = 3) -> None:
         """Set ``spec.replicas`` through the scale subresource, conditional on ``resource_version``.

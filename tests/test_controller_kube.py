@@ -184,3 +184,28 @@ def test_emulator_creates_with_201_and_replaces_leases_with_put(kube):
     with pytest.raises(client.ApiException) as info:
         coordination.replace_namespaced_lease("l", "kis", created)  # the resourceVersion is stale now
     assert info.value.status == 409
+
+
+# ------------------------------------------------------------------ lists
+def test_list_targets_reads_what_each_get_reads(kube):
+    for name, count in (("a", 2), ("b", 5)):
+        kube.put("deployments", deployment(name, count))
+    kube.put("deployments", deployment("elsewhere", 1, namespace="other"))
+    kube.set_ready(NS, "b", 3)
+    kc = kube_client(kube)
+    listed = kc.list_targets(NS)
+    assert set(listed) == {"a", "b"}  # one namespace only
+    for name in ("a", "b"):
+        assert listed[name] == kc.read_target(NS, name)
+    assert (listed["b"].replicas, listed["b"].ready, listed["b"].starting) == (5, 3, 2)
+
+
+def test_list_failures_follow_the_taxonomy(kube):
+    kube.put("deployments", deployment("a", 2))
+    kube.inject("GET", rf"/namespaces/{NS}/deployments$", 503, times=1)
+    sleeps: list[float] = []
+    assert list(kube_client(kube, sleeps=sleeps).list_targets(NS)) == ["a"] and len(sleeps) == 1  # retried once, then read
+    kube.inject("GET", rf"/namespaces/{NS}/deployments$", 403, times=1)
+    with pytest.raises(KubeError) as err:
+        kube_client(kube).list_targets(NS)
+    assert err.value.status == 403 and not err.value.temporary

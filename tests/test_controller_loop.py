@@ -133,6 +133,30 @@ def test_a_target_that_cannot_be_read_does_not_stop_the_others(kube):
     assert condition(kube, "a", "AbleToScale")["reason"] == "FailedGetScale" and report.errors[0][0] == "kubernetes"
 
 
+def test_many_targets_in_a_namespace_are_read_with_one_list(kube):
+    for name in ("a", "b", "c"):
+        kube.put("deployments", deployment(name, 2))
+        kube.put("inferenceautoscalers", autoscaler(name, name))
+    kube.put("inferenceautoscalers", autoscaler("orphan", "gone"))
+    kube.put("deployments", deployment("solo", 2, namespace="other"))
+    kube.put("inferenceautoscalers", autoscaler("solo", "solo", namespace="other"))
+    report = reconciler(kube, list_threshold=2).tick(NOW)
+    assert sorted(report.patched) == [("other/solo", HPA_FROM_2)] + [(f"serving/{n}", HPA_FROM_2) for n in "abc"]
+    reads = [p for m, p in kube.requests if m == "GET" and "/deployments" in p and not p.endswith("/scale")]
+    assert reads == [f"/apis/apps/v1/namespaces/{NS}/deployments", "/apis/apps/v1/namespaces/other/deployments/solo"]
+    assert condition(kube, "orphan", "AbleToScale")["reason"] == "TargetMissing" and [k for k, _ in report.errors] == ["target_missing"]
+
+
+def test_a_failed_list_falls_back_to_one_get_each(kube):
+    for name in ("a", "b"):
+        kube.put("deployments", deployment(name, 2))
+        kube.put("inferenceautoscalers", autoscaler(name, name))
+    kube.inject("GET", rf"/namespaces/{NS}/deployments$", 403)  # e.g. RBAC without "list"
+    report = reconciler(kube, list_threshold=2).tick(NOW)
+    assert sorted(report.patched) == [("serving/a", HPA_FROM_2), ("serving/b", HPA_FROM_2)]
+    assert report.errors[0][0] == "kubernetes" and "one by one" in report.errors[0][1]
+
+
 # ---------------------------------------------------------------- metrics
 @pytest.mark.parametrize(("rule", "policy_wants", "expected"), [
     ("hold", 1, 5), ("hold", 8, 5),                  # hold: nothing moves

@@ -174,6 +174,11 @@ class KubeEmulator:
                 merge_patch(obj.setdefault("status", {}), body.get("status") or {})
                 return copy.deepcopy(emu._bump(obj))
 
+        @app.get("/apis/apps/v1/namespaces/{ns}/deployments")
+        def list_deployments(ns: str):
+            with emu._lock:
+                return emu._list("deployments", ns, "apps/v1", "DeploymentList")
+
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
         def get_deployment(ns: str, name: str):
             with emu._lock:
