@@ -4,6 +4,13 @@ one core), and env steps per second of kis/Autoscale-v0 with a 15 s interval
 at the same trace's rate (target: 2,000 steps/s), with where the time goes.
 
     .venv/bin/python bench/sim_speed.py [--out bench/results/sim_speed.md]
+    .venv/bin/python bench/sim_speed.py --baseline REV [--rounds 5] [--instructions]   # env steps/s: REV's code vs this tree
+
+``--baseline`` runs the env measurement in fresh processes on this tree and
+on ``git archive REV`` (simulator/ and controller/ only) in turn, ``--rounds``
+times, and reports the medians and their ratio; ``--instructions`` also counts
+the instructions of two episodes under valgrind (callgrind), a figure that
+other load on the machine does not move.
 """
 
 from __future__ import annotations
@@ -12,8 +19,14 @@ import argparse
 import cProfile
 import datetime as dt
 import io
+import os
 import platform
 import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,10 +76,86 @@ def profile_top(fn, n: int = 12) -> str:
     return "\n".join(lines[start : start + n + 1])
 
 
+#: Run in a fresh process by --baseline: best env steps/s over a few episodes of the same trace and cluster.
+_ENV_PROBE = """
+import sys, time
+from pathlib import Path
+from simulator.cluster.config import ClusterConfig, NodePool
+from simulator.envs.autoscale import AutoscaleEnv
+from simulator.workloads.catalog import load_trace
+config = ClusterConfig(pools=(NodePool(name="h100", gpu="H100", gpus_per_node=8, initial_nodes=1, max_nodes=1),), model="llama-8b")
+workload = load_trace(Path(sys.argv[1]), "azure")
+env = AutoscaleEnv(config, lambda rng: workload, max_replicas=8, initial_replicas=4)
+def episode():
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        steps += 1
+        if env.step(2)[3]:
+            return steps
+episode()
+if sys.argv[2] == "instructions":
+    import os, subprocess
+    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True)
+    episode(); episode()
+    subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], capture_output=True)
+else:
+    best = 0.0
+    for _ in range(int(sys.argv[2])):
+        start = time.process_time()
+        steps = episode()
+        best = max(best, steps / (time.process_time() - start))
+    print(best)
+"""
+
+
+def _probe(tree: Path | None, *args: str, valgrind: bool = False) -> str:
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-c", _ENV_PROBE, str(TRACE), *args]
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", *command]
+    # The probe imports `simulator` from its working directory: the baseline's tree, or this checkout.
+    done = subprocess.run(command, env=env, cwd=tree or Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    return done.stdout + done.stderr
+
+
+def compare_with(rev: str, rounds: int, instructions: bool) -> str:
+    """Env steps/s of ``rev``'s simulator against this tree's, in alternating fresh processes."""
+    tree = Path(tempfile.mkdtemp(prefix="kis-baseline-"))
+    try:
+        archive = subprocess.run(["git", "archive", rev, "simulator", "controller"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        rates: dict[str, list[float]] = {rev: [], "this tree": []}
+        for _ in range(rounds):
+            for name, where in ((rev, tree), ("this tree", None)):
+                rates[name].append(float(_probe(where, "5").split()[-1]))
+                print(f"{name}: {rates[name][-1]:,.0f} steps/s", flush=True)
+        before, after = statistics.median(rates[rev]), statistics.median(rates["this tree"])
+        rows = [f"| `{rev}` | {before:,.0f} | {min(rates[rev]):,.0f} / {max(rates[rev]):,.0f} |",
+                f"| this tree | {after:,.0f} | {min(rates['this tree']):,.0f} / {max(rates['this tree']):,.0f} |"]
+        text = (f"Env steps per CPU-second, best of 5 episodes per process, median over {rounds} alternating processes; "
+                f"load average {os.getloadavg()[0]:.1f} at the end.\n\n| code | steps/s (median) | min / max |\n|---|---:|---:|\n"
+                + "\n".join(rows) + f"\n\nSpeed-up: **{after / before:.2f}x**.\n")
+        if instructions and shutil.which("valgrind"):
+            def count(where):
+                line = next(x for x in _probe(where, "instructions", valgrind=True).splitlines() if "Collected" in x)
+                return int(line.split()[-1]) / 2
+            ir_before, ir_after = count(tree), count(None)
+            text += (f"\nInstructions per episode (callgrind, two episodes after a warm-up): `{rev}` {ir_before / 1e9:.3f} G, "
+                     f"this tree {ir_after / 1e9:.3f} G: **{ir_before / ir_after:.2f}x** fewer.\n")
+        return text
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/sim_speed.md"))
+    parser.add_argument("--baseline", help="git revision to compare env steps/s with (A/B in fresh processes)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--instructions", action="store_true", help="with --baseline: also count instructions under valgrind")
     args = parser.parse_args()
+    comparison = compare_with(args.baseline, args.rounds, args.instructions) if args.baseline else ""
     workload = load_trace(TRACE, "azure")
     wall, summary = time_simulation(workload)
     speedup = workload.duration_s / wall
@@ -75,7 +164,7 @@ def main() -> None:
     profile = profile_top(lambda: simulate(workload, CONFIG, replicas=4, keep_snapshots=False))
     text = f"""# Simulation speed
 
-Command: `.venv/bin/python bench/sim_speed.py`
+Command: `.venv/bin/python bench/sim_speed.py{" --baseline " + args.baseline + " --rounds " + str(args.rounds) + (" --instructions" if args.instructions else "") if args.baseline else ""}`
 Date: {dt.date.today().isoformat()}; machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, one process (one core).
 
 ## Discrete-event simulation, Azure conversation trace (native rate), 4 x H100, llama-8b (kernel timing)
@@ -97,7 +186,7 @@ Date: {dt.date.today().isoformat()}; machine: {platform.processor() or platform.
 | env steps | {env_steps:,} | |
 | env steps per second | {env_rate:,.0f} | >= 2,000 |
 
-## Where the time goes (cProfile, one simulation, top functions by own time)
+{"## Before and after (same trace and cluster)" + chr(10) + chr(10) + comparison + chr(10) if comparison else ""}## Where the time goes (cProfile, one simulation, top functions by own time)
 
 ```
 {profile}

@@ -5,41 +5,122 @@ built by :func:`controller.observation.build_observation`) and returns either
 per-action scores (float ``[N, actions]``; the action is their argmax) or the
 action index itself (integer ``[N]`` or ``[N, 1]``). ``metadata.json``::
 
-    {"format": "kis-policy/1",
+    {"format": "kis-policy/2",
      "schema": <controller.observation.schema_description()>,
-     "action": {"kind": "step", "steps": [-2, -1, 0, 1, 2]},      # replicas = current + step
-            or {"kind": "target", "replicas": [1, 2, 4, 8]},      # replicas = replicas[action]
-     "observation_context": {"max_replicas": 8},                 # optional: normalisation used in training
+     "action": {"kind": "residual", "steps": [-1, 0, 1, 2]},     # replicas = planner's proposal + step
+            or {"kind": "step", "steps": [-2, -1, 0, 1, 2]},    # replicas = current + step
+            or {"kind": "target", "replicas": [1, 2, 4, 8]},    # replicas = replicas[action]
+     "planner": {"target_utilization": 0.8, ...},               # the planner trained with (PlannerPolicy fields)
+     "feature_range": {"features": [...], "low": [...], "high": [...], "margin": 0.1, "min_margin": 0.05},  # optional
+     "capacity": <controller.capacity.CapacityProfile.to_dict()>,   # optional: used when the target gives none
      "sha256": "<hex digest of policy.onnx>",                     # optional
-     "provenance": {...free-form: algorithm, workloads, seed, steps, reward weights, engine profile, command}}
+     "provenance": {...free-form: algorithm, workloads, seed, steps, reward, simulator profile, command}}
 
 :func:`load_artifact` checks all of it and raises :class:`ArtifactError` (a
-``ValueError``) naming the file and the problem. Runs on onnxruntime, one
-CPU thread, one session per artifact: no torch.
+``ValueError``) naming the file and the problem; an artifact of an older
+format or observation schema is refused with what to do. Runs on
+onnxruntime, one CPU thread, one session per artifact: no torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from controller.capacity import CapacityProfile
 from controller.observation import CLIP, FEATURES, OBSERVATION_SIZE, SCHEMA_VERSION
+from controller.policies.planner import PlannerPolicy
 
-ARTIFACT_FORMAT = "kis-policy/1"
+ARTIFACT_FORMAT = "kis-policy/2"
 INPUT_NAME = "obs"
 METADATA_FILE = "metadata.json"
 MODEL_FILE = "policy.onnx"
-ActionKind = Literal["step", "target"]
+#: The artifact shipped with the package: a learned policy without an ``artifact`` runs this one.
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "policies" / "default"
+ActionKind = Literal["residual", "step", "target"]
+ACTION_KINDS: tuple[str, ...] = ("residual", "step", "target")
 
 
 class ArtifactError(ValueError):
     """A missing, corrupt or incompatible policy artifact."""
+
+
+@dataclass(frozen=True)
+class ActionMap:
+    """What action ``i`` means: ``residual`` (planner + values[i]), ``step`` (current + values[i]) or ``target`` (values[i])."""
+
+    kind: ActionKind
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_KINDS:
+            raise ValueError(f"action kind must be one of {', '.join(ACTION_KINDS)}, got {self.kind!r}")
+        if not self.values or len(set(self.values)) != len(self.values):
+            raise ValueError(f"action values must be non-empty and distinct, got {list(self.values)}")
+        if self.kind == "target" and min(self.values) < 0:
+            raise ValueError(f"target replicas must be >= 0, got {list(self.values)}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def replicas(self, index: int, current: int, planner: int | None) -> int | None:
+        """The proposal of action ``index`` (``None`` for a residual when the planner has no proposal)."""
+        value = self.values[index]
+        if self.kind == "target":
+            return value
+        if self.kind == "step":
+            return current + value
+        return None if planner is None else planner + value
+
+    def describe(self, index: int) -> str:
+        value = self.values[index]
+        return {"residual": f"planner {value:+d}", "step": f"step {value:+d}", "target": f"target {value}"}[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, ("replicas" if self.kind == "target" else "steps"): list(self.values)}
+
+
+@dataclass(frozen=True)
+class FeatureRange:
+    """Per-feature bounds of the normalised observations seen in training.
+
+    A feature is out of range when it lies more than ``margin x (high - low)``
+    (at least ``min_margin``) outside ``[low, high]``.
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    margin: float = 0.1
+    min_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        if len(self.low) != OBSERVATION_SIZE or len(self.high) != OBSERVATION_SIZE:
+            raise ValueError(f"feature range needs {OBSERVATION_SIZE} low and high bounds, got {len(self.low)} and {len(self.high)}")
+        if any(not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi) for lo, hi in zip(self.low, self.high)):
+            raise ValueError("feature range bounds must be finite with low <= high")
+        if self.margin < 0 or self.min_margin < 0:
+            raise ValueError("feature range margins must be >= 0")
+
+    def outside(self, obs: Sequence[float]) -> tuple[str, ...]:
+        """Names of the features of ``obs`` that are out of range."""
+        names = []
+        for feature, value, lo, hi in zip(FEATURES, obs, self.low, self.high):
+            slack = max(self.margin * (hi - lo), self.min_margin)
+            if value < lo - slack or value > hi + slack:
+                names.append(feature.name)
+        return tuple(names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": [f.name for f in FEATURES], "low": list(self.low), "high": list(self.high), "margin": self.margin,
+                "min_margin": self.min_margin}
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,32 +128,27 @@ class PolicyArtifact:
     """A loaded, validated artifact.
 
     :param path: the artifact folder.
-    :param action_kind: ``step`` (replicas = current + value) or ``target`` (replicas = value).
-    :param action_values: the value of each action index (steps or target replicas).
-    :param max_replicas: ``observation_context.max_replicas`` of training, or ``None``.
+    :param action_map: what each action index means.
+    :param planner: the planner's parameters in training (:class:`~controller.policies.planner.PlannerPolicy` fields).
+    :param feature_range: the training bounds of the features (``None``: no out-of-range fallback).
+    :param capacity: the training cluster's capacity profile, for targets that give none.
     :param metadata: the parsed ``metadata.json``.
     :param session: the onnxruntime ``InferenceSession``.
     :param output: ``scores`` (per-action scores) or ``index`` (the action index).
     """
 
     path: Path
-    action_kind: ActionKind
-    action_values: tuple[int, ...]
-    max_replicas: int | None
+    action_map: ActionMap
+    planner: dict[str, Any]
+    feature_range: FeatureRange | None
+    capacity: CapacityProfile | None
     metadata: dict[str, Any]
     session: Any
     output: Literal["scores", "index"] = "scores"
 
     @property
-    def steps(self) -> tuple[int, ...]:
-        """The step of each action (``step`` artifacts)."""
-        if self.action_kind != "step":
-            raise ArtifactError(f"policy artifact {self.path}: action kind is {self.action_kind!r}, not 'step'")
-        return self.action_values
-
-    @property
     def n_actions(self) -> int:
-        return len(self.action_values)
+        return len(self.action_map)
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -111,9 +187,6 @@ class PolicyArtifact:
             raise ArtifactError(f"policy artifact {self.path}: model returned action index outside 0..{self.n_actions - 1}")
         return indices
 
-    def values(self, indices: np.ndarray) -> np.ndarray:
-        """The step or target of each action index."""
-        return np.asarray(self.action_values, dtype=np.int64)[np.asarray(indices, dtype=np.int64)]
 
 
 def _fail(path: Path, problem: str) -> ArtifactError:
@@ -147,13 +220,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_action(meta_path: Path, action: Any) -> tuple[ActionKind, tuple[int, ...]]:
+def _check_action(meta_path: Path, action: Any) -> ActionMap:
     if not isinstance(action, dict):
         raise _fail(meta_path, f"'action' must be an object, got {action!r}")
     kind = action.get("kind")
-    key = {"step": "steps", "target": "replicas"}.get(kind) if isinstance(kind, str) else None
+    key = {"residual": "steps", "step": "steps", "target": "replicas"}.get(kind) if isinstance(kind, str) else None
     if key is None:
-        raise _fail(meta_path, f"action.kind must be 'step' or 'target', got {kind!r}")
+        raise _fail(meta_path, f"action.kind must be one of {', '.join(ACTION_KINDS)}, got {kind!r}")
     values = action.get(key)
     if not isinstance(values, list) or not values or not all(_is_int(v) for v in values):
         raise _fail(meta_path, f"action.{key} must be a non-empty list of integers, got {values!r}")
@@ -161,7 +234,40 @@ def _check_action(meta_path: Path, action: Any) -> tuple[ActionKind, tuple[int, 
         raise _fail(meta_path, f"action.{key} has duplicates: {values}")
     if kind == "target" and min(values) < 0:
         raise _fail(meta_path, f"action.replicas must be >= 0, got {values}")
-    return kind, tuple(values)  # type: ignore[return-value]
+    return ActionMap(kind, tuple(values))  # type: ignore[arg-type]
+
+
+def _check_planner(meta_path: Path, planner: Any) -> dict[str, Any]:
+    if planner is None:
+        return {}
+    if not isinstance(planner, dict):
+        raise _fail(meta_path, f"'planner' must be an object of planner parameters, got {planner!r}")
+    try:
+        PlannerPolicy(**planner)
+    except (TypeError, ValueError) as exc:
+        raise _fail(meta_path, f"planner: {exc}") from exc
+    return dict(planner)
+
+
+def _check_range(meta_path: Path, data: Any) -> FeatureRange | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or data.get("features") != [f.name for f in FEATURES]:
+        raise _fail(meta_path, "feature_range must list this schema's features in order, with low and high bounds")
+    try:
+        return FeatureRange(tuple(map(float, data["low"])), tuple(map(float, data["high"])), float(data.get("margin", 0.1)),
+                            float(data.get("min_margin", 0.05)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _fail(meta_path, f"feature_range: {exc}") from exc
+
+
+def _check_capacity(meta_path: Path, data: Any) -> CapacityProfile | None:
+    if data is None:
+        return None
+    try:
+        return CapacityProfile.from_dict(data)
+    except ValueError as exc:
+        raise _fail(meta_path, str(exc)) from exc
 
 
 def _read_metadata(folder: Path) -> tuple[Path, dict[str, Any]]:
@@ -228,15 +334,15 @@ def load_artifact(path: str | Path) -> PolicyArtifact:
             raise _fail(folder, f"missing {required.name}")
     meta_path, metadata = _read_metadata(folder)
     if metadata.get("format") != ARTIFACT_FORMAT:
-        raise _fail(meta_path, f"format is {metadata.get('format')!r}, expected {ARTIFACT_FORMAT!r}")
+        schema = metadata.get("schema")
+        version = schema.get("version") if isinstance(schema, dict) else None
+        raise _fail(meta_path, f"format is {metadata.get('format')!r} (observation schema {version}); this controller loads "
+                               f"{ARTIFACT_FORMAT!r} ({SCHEMA_VERSION}): retrain it with `kis train` or run the KIS-S version it was made for")
     _check_schema(meta_path, metadata.get("schema"))
-    kind, values = _check_action(meta_path, metadata.get("action"))
-    context = metadata.get("observation_context")
-    max_replicas = None
-    if context is not None:
-        max_replicas = context.get("max_replicas") if isinstance(context, dict) else None
-        if not _is_int(max_replicas) or max_replicas < 1:
-            raise _fail(meta_path, f"observation_context.max_replicas must be a positive integer, got {max_replicas!r}")
+    action_map = _check_action(meta_path, metadata.get("action"))
+    planner = _check_planner(meta_path, metadata.get("planner"))
+    feature_range = _check_range(meta_path, metadata.get("feature_range"))
+    capacity = _check_capacity(meta_path, metadata.get("capacity"))
     if not isinstance(metadata.get("provenance", {}), dict):
         raise _fail(meta_path, "'provenance' must be an object")
     blob = onnx_path.read_bytes()
@@ -247,5 +353,5 @@ def load_artifact(path: str | Path) -> PolicyArtifact:
         if hashlib.sha256(blob).hexdigest() != digest.lower():
             raise _fail(onnx_path, "checksum mismatch: policy.onnx does not match metadata sha256 (corrupted or replaced)")
     session = _session(onnx_path, blob)
-    output = _check_model(onnx_path, session, len(values))
-    return PolicyArtifact(folder, kind, values, max_replicas, metadata, session, output)
+    output = _check_model(onnx_path, session, len(action_map))
+    return PolicyArtifact(folder, action_map, planner, feature_range, capacity, metadata, session, output)

@@ -13,6 +13,8 @@ class Proposal:
 
     replicas: int | None
     reasons: tuple[str, ...] = ()
+    #: why the policy's own answer was replaced by its fallback (``out_of_range``, ``actor_error``), else ``None``
+    fallback: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -44,6 +46,7 @@ class DecisionRecord:
     inputs: dict[str, float] = field(default_factory=dict)
     baseline: int | None = None
     stale: bool = False
+    fallback: str | None = None
 
     @property
     def changed(self) -> bool:

@@ -109,7 +109,7 @@ class TargetState:
         return max(0, self.replicas - self.ready)
 
 
-def _target_state(deployment: dict[str, Any]) -> TargetState:
+def target_state(deployment: dict[str, Any]) -> TargetState:
     """A Deployment as JSON -> its :class:`TargetState`."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
     replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])  # the API server defaults it to 1
@@ -136,6 +136,10 @@ class KubeClient:
         self.sleep = sleep
         self.timeout_s = timeout_s
         self.retries = 0
+
+    def _write(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        """A write whose answer is not needed: read raw and dropped (the official client's models cost more than the request)."""
+        self._call(what, fn, *args, _preload_content=False).data
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         kwargs.setdefault("_request_timeout", self.timeout_s)
@@ -164,8 +168,8 @@ class KubeClient:
         return list(result.get("items", []))
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._call(f"patch status of {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
-                   GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        self._write(f"patch status of {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
+                    GROUP, VERSION, namespace, PLURAL, name, {"status": status})
 
     # --------------------------------------------------------- deployments
     def read_scale(self, namespace: str, name: str) -> ScaleState:
@@ -187,21 +191,24 @@ class KubeClient:
         response = self._call(f"list deployments in {namespace}", self.apps.list_namespaced_deployment, namespace, _preload_content=False)
         try:
             items = json.loads(response.data).get("items") or []
-            return {item["metadata"]["name"]: _target_state(item) for item in items}
+            return {item["metadata"]["name"]: target_state(item) for item in items}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KubeError(f"list deployments in {namespace}: unreadable answer ({type(exc).__name__}: {exc})") from exc
 
-    def patch_scale(self, namespace: str, name: str, replicas: int, resource_version: str | None = None, conflicts: int = 3) -> None:
+    def patch_scale(self, namespace: str, name: str, replicas: int, resource_version: str | None = None, conflicts: int = 3,
+                    expected_replicas: int | None = None) -> None:
         """Set ``spec.replicas`` through the scale subresource, conditional on ``resource_version``.
 
-        On 409 (someone wrote in between) re-read the Scale and retry with its resourceVersion, at most ``conflicts`` times.
+        On 409 (someone wrote in between) re-read the Scale and retry with its resourceVersion, at most ``conflicts`` times;
+        but when ``expected_replicas`` (the count the decision started from) is given and the Scale now holds another count,
+        give up with a ``conflict`` error: the decision was made on replicas that are no longer there.
         """
         for attempt in range(conflicts + 1):
             body: dict[str, Any] = {"spec": {"replicas": replicas}}
             if resource_version:
                 body["metadata"] = {"resourceVersion": resource_version}
             try:
-                self._call(f"patch scale of deployment {namespace}/{name}", self.apps.patch_namespaced_deployment_scale, name, namespace, body)
+                self._write(f"patch scale of deployment {namespace}/{name}", self.apps.patch_namespaced_deployment_scale, name, namespace, body)
                 return
             except KubeError as exc:
                 if exc.status != 409:
@@ -209,21 +216,26 @@ class KubeClient:
                 if attempt == conflicts:
                     break
                 self.retries += 1
-                resource_version = self.read_scale(namespace, name).resource_version
+                scale = self.read_scale(namespace, name)
+                if expected_replicas is not None and scale.replicas != expected_replicas:
+                    raise KubeError(f"patch scale of deployment {namespace}/{name}: replicas changed to {scale.replicas} meanwhile "
+                                    f"(decided from {expected_replicas}); deciding again next tick", "conflict", 409) from exc
+                resource_version = scale.resource_version
         raise KubeError(f"patch scale of deployment {namespace}/{name}: still conflicting after {conflicts} re-reads", "conflict", 409)
 
     # -------------------------------------------------------------- events
     def emit_event(self, namespace: str, involved: dict[str, Any], reason: str, message: str, type_: str = "Normal", now: dt.datetime | None = None) -> None:
         now = now or dt.datetime.now(dt.timezone.utc)
         meta = involved.get("metadata", {})
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'kis')}.", namespace=namespace),
-            involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=meta.get("name"),
-                                                     namespace=namespace, uid=meta.get("uid")),
-            reason=reason, message=message[:1024], type=type_, first_timestamp=now, last_timestamp=now, count=1,
-            source=client.V1EventSource(component="kis-controller"), reporting_component="kis-controller",
-        )
-        self._call(f"create event for {namespace}/{meta.get('name')}", self.core.create_namespaced_event, namespace, body)
+        stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {  # a core/v1 Event as JSON (the client's model classes would cost more than the request)
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'kis')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
+            "reason": reason, "message": message[:1024], "type": type_, "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": "kis-controller"}, "reportingComponent": "kis-controller",
+        }
+        self._write(f"create event for {namespace}/{meta.get('name')}", self.core.create_namespaced_event, namespace, body)
 
     # ---------------------------------------------------------- configmaps
     def read_config_map(self, namespace: str, name: str) -> ConfigMapFiles:

@@ -13,6 +13,12 @@ from the ``renewTime`` another host's clock wrote, so clock skew between
 hosts cannot make two leaders. :func:`run_elections` repeats rounds in a thread, a third of the lease
 duration apart (as client-go's retry period), independently of the
 reconcile interval.
+
+The rounds run in their own thread, so a renewal alone would keep a hung
+reconcile loop leading forever. With ``healthy`` (the loop's liveness), a
+replica whose loop has stalled neither renews nor acquires: it stops
+leading at once (the loop's fence closes) and the Lease expires for a
+standby to take it ``leaseDurationSeconds`` after the last renewal.
 """
 
 from __future__ import annotations
@@ -58,10 +64,12 @@ def should_acquire(lease: LeaseView | None, identity: str, now: dt.datetime) -> 
 class LeaderElector:
     """Try to acquire or renew the lease once per tick; :meth:`release` on shutdown."""
 
-    def __init__(self, kube: KubeClient, namespace: str, name: str, identity: str, duration_s: float = 15.0) -> None:
+    def __init__(self, kube: KubeClient, namespace: str, name: str, identity: str, duration_s: float = 15.0,
+                 healthy: Callable[[], bool] | None = None) -> None:
         if duration_s < 1:
             raise ValueError(f"lease duration must be >= 1 s, got {duration_s}")
         self.kube, self.namespace, self.name, self.identity, self.duration_s = kube, namespace, name, identity, duration_s
+        self.healthy = healthy
         self.is_leader = False
         self._seen: tuple[str | None, dt.datetime] | None = None  # (resourceVersion, when this replica saw it)
 
@@ -88,6 +96,10 @@ class LeaderElector:
             lease = self.kube.read_lease(self.namespace, self.name)
             view = self._view(lease, now) if lease is not None else None
             action = lease_decision(view, self.identity, now)
+            if action != "wait" and self.healthy is not None and not self.healthy():
+                if self.is_leader or action == "renew":
+                    log.warning("lease_not_renewed", lease=f"{self.namespace}/{self.name}", identity=self.identity, reason="reconcile loop stalled")
+                action = "wait"
             if action == "create":
                 self.kube.create_lease(self.namespace, self._body(now, 0, now))
             elif action == "renew":

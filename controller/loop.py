@@ -2,27 +2,32 @@
 
 Each :meth:`Reconciler.tick` (time passed in):
 
-1. list InferenceAutoscalers (all namespaces, or one); a malformed one gets
-   the ``InvalidSpec`` condition and a Warning Event, and nothing is patched
-   for it;
+1. list InferenceAutoscalers (all namespaces, or one) from the informer
+   cache (:class:`controller.informer.KubeCache`; a LIST when there is none or
+   it is not fresh); a malformed one gets the ``InvalidSpec`` condition and a
+   Warning Event, and nothing is patched for it;
 2. per autoscaler, build its policy, baseline and guardrails when its spec
    generation (or its learned artifact's version) changes, keeping the
    guardrail history; a learned policy whose artifact is missing, corrupt or
    of another observation schema falls back to the baseline with
    ``PolicyLoaded=False`` and the loader's message;
-3. read each target Deployment once (replicas, ready replicas,
-   resourceVersion): a GET each, or one LIST for a namespace holding at
-   least ``list_threshold`` targets (1,000 GETs every 15 s would be 67
-   requests a second against the API server); a LIST that fails falls back
-   to the GETs;
+3. read each target Deployment (replicas, ready replicas, resourceVersion)
+   from the cache; without a fresh cache, a GET each, or one LIST for a
+   namespace holding at least ``list_threshold`` targets (1,000 GETs every
+   15 s would be 67 requests a second against the API server); a LIST that
+   fails falls back to the GETs;
 4. read Prometheus for all targets in one batched call (unreachable: every
    snapshot is stale, so the stale-metrics rule holds or scales up, never
    down);
 5. per target: snapshot (+ replicas desired/ready/starting, time of day) ->
    :func:`controller.autoscaling.decide` -> patch the Scale only when the
    value changes (not in shadow mode unless ``shadowApplyBaseline``, never in
-   dry run) -> Event with the reason -> status (conditions, last decision)
-   -> metrics. Replicas changed by someone else are logged and adopted.
+   dry run, never once ``fence`` says this replica may no longer act) ->
+   Event with the reason -> status (conditions, last decision) -> metrics.
+   Replicas changed by someone else are logged and adopted; a write that
+   finds them changed meanwhile (409, then a Scale with other replicas) is
+   dropped, to be decided again next tick. Step 5 runs for ``workers``
+   targets at a time (their writes overlap; the decisions stay per target).
 
 One target's failure never stops the others: errors are caught per target
 and counted by kind. The status is written only when it changed (besides the
@@ -36,7 +41,8 @@ import datetime as dt
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +74,16 @@ def iso(now_s: float) -> str:
     return dt.datetime.fromtimestamp(now_s, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: Any) -> float:
+    """An RFC 3339 time of the status (``-inf`` when absent or malformed)."""
+    if not isinstance(value, str):
+        return -math.inf
+    try:
+        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    except ValueError:
+        return -math.inf
+
+
 def merge_conditions(old: Sequence[Mapping[str, Any]], updates: Conditions, now_s: float) -> list[dict[str, Any]]:
     """Conditions after ``updates`` (type -> (status, reason, message)); the transition time moves only when the status does."""
     by_type = {c["type"]: dict(c) for c in old if "type" in c}
@@ -94,6 +110,16 @@ def status_unchanged(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return True
 
 
+def target_signals(*autoscalers: Autoscaler | None) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The on-demand signals the autoscalers' policies read, and their windows."""
+    policies = [p for a in autoscalers if a is not None for p in (a.policy, a.baseline) if p is not None]
+    wants = tuple(dict.fromkeys([sig.REPLICAS_REPORTING] + [n for p in policies for n in sig.wanted_signals(p)]))
+    windows: dict[str, float] = {}
+    for policy in reversed(policies):  # the main policy's windows win
+        windows.update(getattr(policy, "windows", {}) or {})
+    return wants, windows
+
+
 def with_scale_time(state: AutoscalerState, last_scale_s: float) -> AutoscalerState:
     """``state`` with the guardrails' last scale event set to the one really applied."""
     if state.guard_state.last_scale_s == last_scale_s:
@@ -117,6 +143,7 @@ class Target:
     shadow_state: AutoscalerState | None = None
     last_desired: int | None = None
     last_scale_s: float = -math.inf
+    fresh: bool = True  #: no decision yet in this process: the state is seeded from the status first
 
     @property
     def key(self) -> str:
@@ -146,18 +173,28 @@ class Reconciler:
     :param dry_run: decide and report, patch no Scale.
     :param artifact_cache: where ConfigMap artifacts are unpacked.
     :param artifact_refresh_s: how often an artifact source is looked at for a new version.
-    :param list_threshold: targets in one namespace from which its Deployments are read with one LIST.
+    :param list_threshold: targets in one namespace from which its Deployments are read with one LIST (without a cache).
+    :param cache: informers of the autoscalers and Deployments (:class:`controller.informer.KubeCache`); ``None``: read the API server.
+    :param workers: targets reconciled at a time (decide, write); 1: one after another.
+    :param fence: asked before each target's writes; ``False`` (this replica lost the Lease) skips them.
+    :param events: where Events go (:class:`controller.events.EventRecorder`: in the background); ``None``: ``kube``, in the tick.
     """
 
     def __init__(self, kube: KubeClient, reader: SnapshotReader, *, metrics: Any = None, status: Any = None,
                  namespace: str | None = None, interval_s: float = 15.0, dry_run: bool = False,
-                 artifact_cache: Path | None = None, artifact_refresh_s: float = 60.0, list_threshold: int = 10) -> None:
+                 artifact_cache: Path | None = None, artifact_refresh_s: float = 60.0, list_threshold: int = 10,
+                 cache: Any = None, workers: int = 1, fence: Callable[[], bool] | None = None, events: Any = None) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.kube, self.reader, self.metrics, self.status = kube, reader, metrics, status
         if list_threshold < 1:
             raise ValueError(f"list_threshold must be >= 1, got {list_threshold}")
         self.namespace, self.interval_s, self.dry_run, self.list_threshold = namespace, interval_s, dry_run, list_threshold
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.cache, self.workers, self.fence = cache, workers, fence
+        self.events = events if events is not None else kube
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="reconcile") if workers > 1 else None
         self.targets: dict[str, Target] = {}
         self.artifacts = ArtifactStore(kube, artifact_cache or Path(tempfile.gettempdir()) / "kis-artifacts", artifact_refresh_s)
         self._warned: dict[tuple[str, str], str] = {}
@@ -172,7 +209,7 @@ class Reconciler:
     def _event(self, obj: Mapping[str, Any], reason: str, message: str, now_s: float, type_: str = "Normal") -> None:
         try:
             when = dt.datetime.fromtimestamp(now_s, dt.timezone.utc)
-            self.kube.emit_event(obj["metadata"]["namespace"], dict(obj), reason, message, type_, now=when)
+            self.events.emit_event(obj["metadata"]["namespace"], dict(obj), reason, message, type_, now=when)
         except KubeError as exc:
             log.warning("event_failed", reason=reason, error=str(exc))
 
@@ -195,10 +232,10 @@ class Reconciler:
         policy_loaded = (True, "policy ready")
         artifact = None
         if spec.policy.type == "learned":
-            assert loaded is not None and spec.policy.artifact is not None
-            artifact = (source_of(namespace, spec.policy.artifact), loaded.version)
+            assert loaded is not None
+            artifact = (source_of(namespace, spec.artifact_ref()), loaded.version)
             if loaded.artifact is not None:
-                policy: Any = LearnedPolicy(loaded.artifact)
+                policy: Any = LearnedPolicy.from_artifact(loaded.artifact)
                 policy_loaded = (True, f"learned policy loaded from {artifact[0][2]} (version {loaded.version})")
             else:
                 policy = baseline
@@ -207,8 +244,13 @@ class Reconciler:
         else:
             policy = build_policy(spec.policy_mapping())
         behavior, slo = spec.behavior_config(), spec.slo_config()
-        autoscaler = Autoscaler(policy, behavior, slo, self.interval_s, baseline=baseline)
-        shadow = Autoscaler(baseline, behavior, slo, self.interval_s) if spec.mode == "shadow" else None
+        capacity = spec.capacity.profile() if spec.capacity is not None else None
+        if capacity is None and loaded is not None and loaded.artifact is not None:
+            capacity = loaded.artifact.capacity  # the training cluster's, when the target gives none
+        autoscaler = Autoscaler(policy, behavior, slo, self.interval_s, baseline=baseline, capacity=capacity,
+                                cold_start_s=spec.cold_start_seconds)
+        shadow = Autoscaler(baseline, behavior, slo, self.interval_s, capacity=capacity,
+                            cold_start_s=spec.cold_start_seconds) if spec.mode == "shadow" else None
         state, shadow_state = autoscaler.initial_state(), shadow.initial_state() if shadow else None
         target = Target(namespace, name, int(meta.get("generation", 1)), spec, autoscaler, state, policy_loaded, artifact, shadow, shadow_state)
         if previous is not None:  # a new spec or artifact keeps the guardrails' history and what was last applied
@@ -216,7 +258,7 @@ class Reconciler:
             if shadow is not None:
                 guard = (previous.shadow_state or previous.state).guard_state
                 target.shadow_state = dataclasses.replace(shadow.initial_state(), guard_state=guard)
-            target.last_desired, target.last_scale_s = previous.last_desired, previous.last_scale_s
+            target.last_desired, target.last_scale_s, target.fresh = previous.last_desired, previous.last_scale_s, previous.fresh
         log.info("autoscaler_configured", namespace=namespace, autoscaler=name, generation=target.generation, policy=policy.name,
                  policy_loaded=policy_loaded[0], mode=spec.mode)
         return target
@@ -227,7 +269,7 @@ class Reconciler:
         report = TickReport()
         started = time.perf_counter()
         try:
-            objects = self.kube.list_autoscalers(self.namespace)
+            objects = self._autoscalers()
         except KubeError as exc:
             self._error(report, exc.kind, str(exc))
             return report
@@ -241,7 +283,7 @@ class Reconciler:
                 spec = parse_autoscaler(obj)
                 loaded = None
                 if spec.policy.type == "learned":
-                    loaded = self.artifacts.resolve(source_of(meta["namespace"], spec.policy.artifact), now_s)  # type: ignore[arg-type]
+                    loaded = self.artifacts.resolve(source_of(meta["namespace"], spec.artifact_ref()), now_s)
                 target = self.targets.get(uid)
                 version = loaded.version if loaded is not None else None
                 if target is None or target.generation != int(meta.get("generation", 1)) or (target.artifact and target.artifact[1]) != version:
@@ -258,8 +300,9 @@ class Reconciler:
 
         states = self._read_targets(live, now_s, report)
 
-        queries = [TargetQuery(uid, t.spec.selector(t.namespace), t.spec.metrics.overrides, t.spec.metrics.window_seconds,
-                               t.spec.metrics.long_window_seconds) for uid, (_, t) in live.items() if uid in states]
+        queries = [TargetQuery(uid, t.spec.selector(t.namespace), t.spec.metric_overrides(), t.spec.metrics.window_seconds,
+                               t.spec.metrics.long_window_seconds, *target_signals(t.autoscaler, t.shadow))
+                   for uid, (_, t) in live.items() if uid in states]
         snapshots: dict[str, dict[str, float]] = {}
         metrics_error = ""
         if queries:
@@ -268,14 +311,31 @@ class Reconciler:
             except MetricsUnavailable as exc:
                 metrics_error = str(exc)
                 self._error(report, "prometheus", metrics_error)
-        for uid, (obj, target) in live.items():
-            if uid not in states:
-                continue
+        fenced: list[str] = []
+
+        def reconcile(uid: str) -> None:
+            obj, target = live[uid]
+            if self.fence is not None and not self.fence():  # lost the Lease during this tick: no more writes
+                fenced.append(target.key)
+                return
             try:
                 self._reconcile(obj, uid, target, states[uid], snapshots.get(uid, {}), metrics_error, now_s, report)
             except Exception as exc:  # one target never stops the others
                 kind = exc.kind if isinstance(exc, KubeError) else "internal"
                 self._error(report, kind, f"{type(exc).__name__}: {exc}", namespace=target.namespace, autoscaler=target.name)
+            if self.status is not None:
+                self.status.progress()  # liveness: a long tick that moves on is not a stalled one
+
+        todo = [uid for uid in live if uid in states]
+        if self._pool is None:
+            for uid in todo:
+                reconcile(uid)
+        else:
+            list(self._pool.map(reconcile, todo))
+            order = {live[uid][1].key: i for i, uid in enumerate(todo)}
+            report.patched.sort(key=lambda item: order.get(item[0], 0))
+        if fenced:
+            self._error(report, "not_leader", f"this replica no longer holds the leader Lease; {len(fenced)} autoscalers left to the new leader")
         if self.metrics is not None:
             self.metrics.set_autoscalers(len(seen))
             self.metrics.observe_loop(time.perf_counter() - started)
@@ -283,15 +343,24 @@ class Reconciler:
             self.status.tick_completed()
         return report
 
+    def _autoscalers(self) -> list[dict[str, Any]]:
+        """The InferenceAutoscalers to reconcile: from the cache when it is fresh, else one LIST."""
+        if self.cache is not None and self.cache.autoscalers.fresh():
+            return self.cache.autoscalers.items()
+        return self.kube.list_autoscalers(self.namespace)
+
     def _read_targets(self, live: Mapping[str, tuple[Mapping[str, Any], Target]], now_s: float, report: TickReport) -> dict[str, TargetState]:
         """Each live target's Deployment state; an unreadable target is reported and left out."""
         by_namespace: dict[str, list[str]] = {}
         for uid, (_, target) in live.items():
             by_namespace.setdefault(target.namespace, []).append(uid)
         states: dict[str, TargetState] = {}
+        cached = self.cache is not None and self.cache.deployments.fresh()
         for namespace, uids in by_namespace.items():
             listed = None
-            if len(uids) >= self.list_threshold:
+            if cached:
+                listed = self.cache.deployments.in_namespace(namespace)  # type: ignore[union-attr]
+            elif len(uids) >= self.list_threshold:
                 try:
                     listed = self.kube.list_targets(namespace)
                 except KubeError as exc:
@@ -351,7 +420,9 @@ class Reconciler:
             message = f"replicas changed outside the autoscaler: {target.last_desired} -> {current}; adopting {current}"
             log.info("external_scale", namespace=target.namespace, autoscaler=target.name, expected=target.last_desired, found=current)
             self._event(obj, "ExternalScale", message, now_s)
-        snapshot = {name: raw.get(name, math.nan) for name in sig.SIGNAL_NAMES}
+        if target.fresh:
+            self._seed(obj, target, current, now_s)
+        snapshot = {name: raw.get(name, math.nan) for name in sig.ALL_SIGNAL_NAMES}
         snapshot[sig.REPLICAS_DESIRED] = float(current)
         snapshot[sig.REPLICAS_READY] = float(current_state.ready)
         snapshot[sig.REPLICAS_STARTING] = float(current_state.starting)
@@ -374,7 +445,8 @@ class Reconciler:
         scaled, scale_error = False, ""
         if desired != current and not self.dry_run:
             try:
-                self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, desired, current_state.resource_version)
+                self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, desired, current_state.resource_version,
+                                      expected_replicas=current)
                 scaled = True
             except KubeError as exc:
                 scale_error = str(exc)
@@ -402,6 +474,19 @@ class Reconciler:
         if self.status is not None:
             self.status.record_decision(target.namespace, target.name, record)
         self._report_status(obj, target, record, shadow_record, current, desired, scaled, scale_error, metrics_error, now_s, report)
+
+    def _seed(self, obj: Mapping[str, Any], target: Target, current: int, now_s: float) -> None:
+        """After a (re)start or a change of leader: rebuild the policy and guardrail state from the
+        target's replicas and the history in the autoscaler's status, so no replica is shed."""
+        status = obj.get("status") or {}
+        history = status.get("history") if isinstance(status.get("history"), Mapping) else {}
+        last_scale = parse_time(status.get("lastScaleTime"))
+        target.state = target.autoscaler.restored_state(history.get("main"), now_s, current, last_scale)
+        if target.shadow is not None:
+            target.shadow_state = target.shadow.restored_state(history.get("shadow"), now_s, current, last_scale)
+        target.last_scale_s = max(target.last_scale_s, last_scale)
+        target.fresh = False
+        log.info("state_seeded", namespace=target.namespace, autoscaler=target.name, replicas=current, history=dict(history))
 
     def _decide(self, autoscaler: Autoscaler, snapshot: Mapping[str, float], now_s: float, current: int,
                 state: AutoscalerState) -> tuple[DecisionRecord, AutoscalerState]:
@@ -443,6 +528,8 @@ class Reconciler:
                              "stale": record.stale},
             # shadow mode: the main (usually learned) policy's decision next to the baseline's, both through the guardrails
             "shadow": {"learned": record.final, "baseline": shadow_record.final} if shadow_record is not None else None,
+            "history": {"main": target.autoscaler.history(target.state),
+                        **({"shadow": target.shadow.history(target.shadow_state)} if target.shadow and target.shadow_state else {})},
         }
         if target.last_scale_s > -math.inf:
             fields["lastScaleTime"] = iso(target.last_scale_s)

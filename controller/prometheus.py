@@ -1,8 +1,10 @@
 """Reads metrics snapshots from Prometheus, batched over scale targets.
 
 One :meth:`PrometheusReader.read` returns a snapshot per target: every name
-of :data:`controller.signals.SIGNAL_NAMES`, ``math.nan`` where the value is
-absent or not finite. Queries are batched: for each signal, one instant query
+of :data:`controller.signals.SIGNAL_NAMES`, plus the on-demand signals the
+target wants or overrides (:data:`controller.signals.ON_DEMAND_SIGNALS`),
+``math.nan`` where the value is absent or not finite (a count with no series
+is 0: :attr:`controller.signals.Signal.absent`). Queries are batched: for each signal, one instant query
 covers all targets that share the same matcher label keys (and windows),
 aggregated ``by (<those keys>)`` and filtered with ``=~`` alternations of
 their values; results are mapped back to targets by their label values. So
@@ -18,7 +20,8 @@ Failure modes:
 
 Overrides (``spec.metrics.overrides``) are PromQL strings in which the
 literal placeholders ``{sel}`` (the target's matchers, without braces),
-``{window}`` and ``{long_window}`` (durations such as ``60s``) are replaced;
+``{window}``, ``{long_window}``, ``{stable_window}`` and ``{panic_window}``
+(durations such as ``60s``) are replaced;
 nothing else is interpreted, so ``sum(my_metric{{sel}})`` and a verbatim
 ``vector(3)`` both work. An override must return one series or a scalar.
 """
@@ -32,7 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import structlog
@@ -42,6 +45,7 @@ from urllib3.util.retry import Retry
 from controller import signals as sig
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _RESERVED_LABELS = frozenset({"le", "__name__"})
@@ -70,6 +74,8 @@ class TargetQuery:
     :param overrides: signal name -> PromQL replacing that signal's query.
     :param window_s: rate window; ``None`` uses the reader's.
     :param long_window_s: long rate window; ``None`` uses the reader's.
+    :param wants: on-demand signals to read (see :func:`controller.signals.wanted_signals`).
+    :param windows: named windows of the on-demand signals (``stable_window``, ``panic_window``; s).
     """
 
     key: str
@@ -77,6 +83,8 @@ class TargetQuery:
     overrides: Mapping[str, str] = field(default_factory=dict)
     window_s: float | None = None
     long_window_s: float | None = None
+    wants: tuple[str, ...] = ()
+    windows: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"target {self.key!r}"
@@ -89,9 +97,12 @@ class TargetQuery:
                 raise ValueError(f"{where}: label {name!r} is reserved and cannot be a matcher")
             if not isinstance(value, str):
                 raise ValueError(f"{where}: matcher {name}={value!r} must be a string")
-        unknown = sorted(set(self.overrides) - set(sig.SIGNAL_NAMES))
+        unknown = sorted(set(self.overrides) - set(sig.ALL_SIGNAL_NAMES))
         if unknown:
-            raise ValueError(f"{where}: unknown override signal(s) {unknown}; known: {list(sig.SIGNAL_NAMES)}")
+            raise ValueError(f"{where}: unknown override signal(s) {unknown}; known: {list(sig.ALL_SIGNAL_NAMES)}")
+        unknown = sorted(set(self.wants) - sig.ON_DEMAND_NAMES)
+        if unknown:
+            raise ValueError(f"{where}: {unknown} are not on-demand signals; known: {sorted(sig.ON_DEMAND_NAMES)}")
         for name, promql in self.overrides.items():
             if not isinstance(promql, str) or not promql.strip():
                 raise ValueError(f"{where}: override for {name!r} must be a non-empty PromQL string")
@@ -101,6 +112,13 @@ class TargetQuery:
                 raise ValueError(f"{where}: {attr} must be >= 1 second, got {value!r}")
         object.__setattr__(self, "matchers", dict(self.matchers))
         object.__setattr__(self, "overrides", dict(self.overrides))
+        object.__setattr__(self, "windows", {**sig.DEFAULT_WINDOWS, **dict(self.windows)})
+
+    def reads(self, signal: sig.Signal) -> bool:
+        """Whether this target reads ``signal``: a default one, or an on-demand one it wants or overrides."""
+        if signal.name not in sig.ON_DEMAND_NAMES:
+            return True
+        return signal.name in self.overrides or (signal.name in self.wants and bool(signal.promql))
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,7 @@ class PlannedQuery:
     promql: str
     by: tuple[str, ...]
     members: Mapping[tuple[str, ...], tuple[str, ...]]
+    absent: float = math.nan
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -172,20 +191,26 @@ def alternation_selector(values: Mapping[str, Sequence[str]]) -> str:
     return ",".join(parts)
 
 
-def render_override(template: str, selector: str, window_s: float, long_window_s: float) -> str:
+def renamed(matchers: Mapping[str, T], rename: Sequence[tuple[str, str]]) -> dict[str, T]:
+    """``matchers`` with the label names of ``rename`` (old, new) replaced (see :attr:`controller.signals.Signal.rename`)."""
+    names = dict(rename)
+    return {names.get(k, k): v for k, v in matchers.items()}
+
+
+def render_override(template: str, selector: str, window_s: float, long_window_s: float,
+                    windows: Mapping[str, float] | None = None) -> str:
     """Substitute the literal placeholders of an override (see the module docstring)."""
-    return (
-        template.replace("{sel}", selector)
-        .replace("{long_window}", sig.prometheus_duration(long_window_s))
-        .replace("{window}", sig.prometheus_duration(window_s))
-    )
+    out = template.replace("{sel}", selector)
+    for name, seconds in {**sig.DEFAULT_WINDOWS, **dict(windows or {})}.items():
+        out = out.replace("{" + name + "}", sig.prometheus_duration(seconds))
+    return out.replace("{long_window}", sig.prometheus_duration(long_window_s)).replace("{window}", sig.prometheus_duration(window_s))
 
 
 def plan_queries(
     targets: Sequence[TargetQuery],
     window_s: float,
     long_window_s: float,
-    signals: Sequence[sig.Signal] = sig.SIGNALS,
+    signals: Sequence[sig.Signal] = sig.ALL_SIGNALS,
 ) -> list[PlannedQuery]:
     """The queries that read ``signals`` for ``targets`` (pure; no I/O).
 
@@ -199,24 +224,26 @@ def plan_queries(
         raise ValueError(f"duplicate target keys: {duplicates}")
     plans: list[PlannedQuery] = []
     for signal in signals:
-        groups: dict[tuple[tuple[str, ...], float, float], dict[tuple[str, ...], list[str]]] = {}
+        groups: dict[tuple, dict[tuple[str, ...], list[str]]] = {}
         for t in targets:
+            if not t.reads(signal):
+                continue
             w = t.window_s if t.window_s is not None else window_s
             lw = t.long_window_s if t.long_window_s is not None else long_window_s
             if signal.name in t.overrides:
-                promql = render_override(t.overrides[signal.name], exact_selector(t.matchers), w, lw)
-                plans.append(PlannedQuery(signal.name, promql, (), {(): (t.key,)}))
+                promql = render_override(t.overrides[signal.name], exact_selector(t.matchers), w, lw, t.windows)
+                plans.append(PlannedQuery(signal.name, promql, (), {(): (t.key,)}, signal.absent))
             elif not signal.grouped:
-                promql = sig.render_promql(signal, exact_selector(t.matchers), w, lw)
-                plans.append(PlannedQuery(signal.name, promql, (), {(): (t.key,)}))
+                promql = sig.render_promql(signal, exact_selector(renamed(t.matchers, signal.rename)), w, lw, windows=t.windows)
+                plans.append(PlannedQuery(signal.name, promql, (), {(): (t.key,)}, signal.absent))
             else:
                 by = tuple(sorted(t.matchers))
-                members = groups.setdefault((by, w, lw), {})
+                members = groups.setdefault((by, w, lw, tuple(sorted(t.windows.items()))), {})
                 members.setdefault(tuple(t.matchers[k] for k in by), []).append(t.key)
-        for (by, w, lw), members in groups.items():
+        for (by, w, lw, windows), members in groups.items():
             values = {k: [label_values[i] for label_values in members] for i, k in enumerate(by)}
-            promql = sig.render_promql(signal, alternation_selector(values), w, lw, by=by)
-            plans.append(PlannedQuery(signal.name, promql, by, {lv: tuple(ks) for lv, ks in members.items()}))
+            promql = sig.render_promql(signal, alternation_selector(renamed(values, signal.rename)), w, lw, by=by, windows=dict(windows))
+            plans.append(PlannedQuery(signal.name, promql, by, {lv: tuple(ks) for lv, ks in members.items()}, signal.absent))
     return plans
 
 
@@ -261,7 +288,7 @@ class PrometheusReader:
     :param retries: connection/5xx retries per request (short backoff), so a
         blip does not cost a tick but an outage fails fast.
     :param session: a ``requests.Session`` to send through (proxies, tests).
-    :param signals: the signals to read (default: all of :data:`controller.signals.SIGNALS`).
+    :param signals: the signals a target may read (default: :data:`controller.signals.ALL_SIGNALS`).
     """
 
     def __init__(
@@ -277,7 +304,7 @@ class PrometheusReader:
         long_window_s: float = sig.DEFAULT_LONG_WINDOW_S,
         retries: int = 1,
         session: requests.Session | None = None,
-        signals: Sequence[sig.Signal] = sig.SIGNALS,
+        signals: Sequence[sig.Signal] = sig.ALL_SIGNALS,
     ) -> None:
         if not url or not url.startswith(("http://", "https://")):
             raise ValueError(f"Prometheus url must start with http:// or https://, got {url!r}")
@@ -330,7 +357,7 @@ class PrometheusReader:
         :raises MetricsUnavailable: Prometheus could not be read at all.
         """
         plans = plan_queries(targets, self.window_s, self.long_window_s, self.signals)
-        snapshots = {t.key: {s.name: math.nan for s in self.signals} for t in targets}
+        snapshots = {t.key: {s.name: math.nan for s in self.signals if t.reads(s)} for t in targets}
         if not plans:
             return ReadReport(snapshots, 0, ())
         self._client.headers = self._auth_headers()
@@ -383,7 +410,7 @@ class _Rejected(Exception):
 
 def _assign(plan: PlannedQuery, result: Any) -> list[tuple[str, float, str | None]]:
     """(target key, value, problem) for every target of ``plan``; NaN where absent."""
-    out: dict[str, tuple[float, str | None]] = {k: (math.nan, None) for k in plan.targets}
+    out: dict[str, tuple[float, str | None]] = {k: (plan.absent, None) for k in plan.targets}
     if not plan.by:
         (key,) = plan.members[()]
         if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):

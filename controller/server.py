@@ -1,7 +1,10 @@
 """The controller's HTTP endpoints (FastAPI), served by uvicorn in a thread.
 
 ==================================  =============================================================
-``GET /healthz``                    200 while the process serves requests (liveness)
+``GET /healthz``                    liveness: 200 while the reconcile loop makes progress; 503 with
+                                    ``{"status": "stalled", ...}`` once its last completed pass (a tick,
+                                    a target reconciled, or a standby's wait) is older than
+                                    ``stall_after_s`` (the kubelet then restarts the container)
 ``GET /readyz``                     200 once a reconcile tick has completed, or while standing by
                                     (not leader) and healthy; 503 with ``{"ready": false,
                                     "reason": ...}`` otherwise
@@ -60,6 +63,9 @@ class ControllerStatus:
 
     :param max_tick_age_s: when set, a leader whose last completed tick is
         older than this is not ready (a stuck loop). ``None``: no limit.
+    :param stall_after_s: when set, the loop counts as stalled (``/healthz``
+        fails, :meth:`alive` is false, the Lease is not renewed) once its last
+        progress is older than this. ``None``: never.
     :param clock: monotonic seconds, for tick ages (injectable in tests).
     :param wall_clock: Unix seconds, for the times shown in responses.
     """
@@ -68,12 +74,15 @@ class ControllerStatus:
         self,
         *,
         max_tick_age_s: float | None = None,
+        stall_after_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_tick_age_s is not None and not max_tick_age_s > 0:
-            raise ValueError(f"max_tick_age_s must be > 0, got {max_tick_age_s}")
+        for name, value in (("max_tick_age_s", max_tick_age_s), ("stall_after_s", stall_after_s)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
         self.max_tick_age_s = max_tick_age_s
+        self.stall_after_s = stall_after_s
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
@@ -83,6 +92,8 @@ class ControllerStatus:
         self._ticks = 0
         self._last_tick: float | None = None
         self._last_tick_wall: float | None = None
+        self._last_progress = clock()
+        self._last_progress_wall = wall_clock()
         self._decisions: dict[tuple[str, str], DecisionRecord] = {}
 
     # -- updates (the loop) ----------------------------------------------------
@@ -90,8 +101,14 @@ class ControllerStatus:
         """A reconcile tick over all autoscalers finished."""
         with self._lock:
             self._ticks += 1
-            self._last_tick = self._clock()
-            self._last_tick_wall = self._wall_clock()
+            self._last_tick = self._last_progress = self._clock()
+            self._last_tick_wall = self._last_progress_wall = self._wall_clock()
+
+    def progress(self) -> None:
+        """The loop moved on: a target reconciled, or a standby's pass done (liveness)."""
+        with self._lock:
+            self._last_progress = self._clock()
+            self._last_progress_wall = self._wall_clock()
 
     def set_leader(self, leader: bool) -> None:
         with self._lock:
@@ -133,6 +150,23 @@ class ControllerStatus:
             items = sorted(self._decisions.items())
         return {k: v for k, v in items if namespace is None or k[0] == namespace}
 
+    @property
+    def last_progress_wall(self) -> float:
+        """Unix time of the loop's last progress."""
+        with self._lock:
+            return self._last_progress_wall
+
+    def liveness(self) -> Readiness:
+        """Whether the loop makes progress (see ``stall_after_s``)."""
+        with self._lock:
+            age = self._clock() - self._last_progress
+            if self.stall_after_s is not None and age > self.stall_after_s:
+                return Readiness(False, f"reconcile loop stalled: no progress for {age:.1f}s (limit {self.stall_after_s:g}s)")
+            return Readiness(True, f"last progress {age:.1f}s ago")
+
+    def alive(self) -> bool:
+        return self.liveness().ready
+
     def readiness(self) -> Readiness:
         with self._lock:
             if not self._healthy:
@@ -171,8 +205,9 @@ def create_app(status: ControllerStatus, metrics: ControllerMetrics) -> FastAPI:
     app = FastAPI(title="KIS-S controller", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    def healthz() -> JSONResponse:
+        live = status.liveness()
+        return JSONResponse({"status": "ok" if live.ready else "stalled", "reason": live.reason}, status_code=200 if live.ready else 503)
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:

@@ -16,8 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from controller.capacity import CapacityProfile
 from controller.guardrails import Behavior
+from controller.policies.base import DEFAULT_COLD_START_S
 from controller.policies.registry import validate_policy_spec
+from controller.signals import GATEWAY_PENDING
 from controller.slo import SLO
 
 GROUP = "autoscaling.kis-s.dev"
@@ -55,12 +58,12 @@ class ArtifactRef(_Model):
 
 
 class BaselineSpec(_Model):
-    type: Literal["hpa", "threshold", "kpa", "fixed"]
+    type: Literal["hpa", "threshold", "kpa", "planner", "fixed"]
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class PolicySpec(_Model):
-    type: Literal["learned", "hpa", "threshold", "kpa", "fixed"]
+    type: Literal["learned", "planner", "hpa", "threshold", "kpa", "fixed"]
     parameters: dict[str, Any] = Field(default_factory=dict)
     artifact: ArtifactRef | None = None
     baseline: BaselineSpec | None = None
@@ -81,7 +84,8 @@ class MetricsSpec(_Model):
 class BehaviorSpec(_Model):
     max_step_up: int | None = Field(None, ge=1)
     max_step_down: int | None = Field(None, ge=1)
-    scale_down_stabilization_seconds: float = Field(300.0, ge=0)
+    #: unset: 0 for policies with their own scale-down window (hpa, kpa, planner, learned), 300 otherwise
+    scale_down_stabilization_seconds: float | None = Field(None, ge=0)
     #: after a scale event, no further scale for this long (both directions; the two below override it per direction)
     cooldown_seconds: float = Field(0.0, ge=0)
     cooldown_up_seconds: float | None = Field(None, ge=0)
@@ -89,28 +93,68 @@ class BehaviorSpec(_Model):
     stale_metrics: Literal["hold", "baseline", "scaleUpOnly"] = "hold"
 
 
+class CapacitySpec(_Model):
+    """``spec.capacity``: per-replica capacity at the SLO (``kis capacity`` prints it for a GPU and model)."""
+
+    prompt_tokens: list[float] = Field(min_length=1)
+    output_tokens: list[float] = Field(min_length=1)
+    max_rps: list[list[float]] = Field(min_length=1)
+    max_concurrency: list[list[float]] | None = None
+    pooled_rps: list[list[float]] | None = None
+    pool_size: int = Field(4, ge=2)
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _profile(self) -> CapacitySpec:
+        self.profile()  # the grid's own checks, as messages naming the field
+        return self
+
+    def profile(self) -> CapacityProfile:
+        return CapacityProfile.from_dict(self.model_dump(exclude_none=True), "capacity")
+
+
+class ScaleToZeroSpec(_Model):
+    #: PromQL for the requests held at the gateway ({sel} placeholder): the activation signal
+    activation_query: str | None = Field(None, min_length=1)
+    activation_threshold: float = Field(0.0, ge=0)
+    idle_seconds: float = Field(300.0, ge=0)
+
+
 class AutoscalerSpec(_Model):
     scale_target_ref: ScaleTargetRef
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(ge=1)
+    #: seconds a new replica takes to become Ready (the planner forecasts this far ahead)
+    cold_start_seconds: float = Field(DEFAULT_COLD_START_S, ge=0)
+    capacity: CapacitySpec | None = None
     mode: Literal["active", "shadow"] = "active"
     shadow_apply_baseline: bool = False
     policy: PolicySpec
     slo: SloSpec = SloSpec()
     metrics: MetricsSpec = MetricsSpec()
     behavior: BehaviorSpec = BehaviorSpec()
+    scale_to_zero: ScaleToZeroSpec = ScaleToZeroSpec()
 
     @model_validator(mode="after")
     def _checks(self) -> AutoscalerSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
-        if self.policy.type == "learned" and self.policy.artifact is None:
-            raise ValueError("policy.artifact is required for a learned policy")
+        if self.capacity is None and (self.policy.type == "planner" or (self.policy.baseline and self.policy.baseline.type == "planner")):
+            raise ValueError("a planner needs spec.capacity: the per-replica capacity at the SLO (`kis capacity --gpu GPU --model MODEL`)")
+        if self.min_replicas == 0 and self.scale_to_zero.activation_query is None:
+            raise ValueError("minReplicas 0 needs scaleToZero.activationQuery: at zero replicas no pod exports a metric, "
+                             "so only requests held at the gateway can bring the target back")
         if self.metrics.long_window_seconds < self.metrics.window_seconds:
             raise ValueError("metrics.longWindowSeconds must be at least metrics.windowSeconds")
         return self
 
     # ------------------------------------------------------------ derived
+    def artifact_ref(self) -> ArtifactRef:
+        """Where the learned policy's artifact is: ``policy.artifact``, else the default shipped in the image."""
+        from controller.artifact import DEFAULT_ARTIFACT
+
+        return self.policy.artifact or ArtifactRef(path=str(DEFAULT_ARTIFACT))
+
     def policy_mapping(self) -> dict[str, Any]:
         """The registry mapping of the main policy (learned: its artifact is resolved by the loop)."""
         return {"type": self.policy.type, **self.policy.parameters}
@@ -125,8 +169,17 @@ class AutoscalerSpec(_Model):
         rule = {"hold": "hold", "baseline": "baseline", "scaleUpOnly": "scale_up_only"}[b.stale_metrics]
         up = b.cooldown_seconds if b.cooldown_up_seconds is None else b.cooldown_up_seconds
         down = b.cooldown_seconds if b.cooldown_down_seconds is None else b.cooldown_down_seconds
+        z = self.scale_to_zero
         return Behavior(self.min_replicas, self.max_replicas, b.max_step_up, b.max_step_down,
-                        b.scale_down_stabilization_seconds, up, down, rule)  # type: ignore[arg-type]
+                        b.scale_down_stabilization_seconds, up, down, rule,  # type: ignore[arg-type]
+                        z.activation_threshold, z.idle_seconds)
+
+    def metric_overrides(self) -> dict[str, str]:
+        """``metrics.overrides`` plus the activation query as the ``gateway_pending`` signal."""
+        overrides = dict(self.metrics.overrides)
+        if self.scale_to_zero.activation_query is not None:
+            overrides[GATEWAY_PENDING] = self.scale_to_zero.activation_query
+        return overrides
 
     def slo_config(self) -> SLO:
         return SLO(self.slo.ttft_ms / 1000.0, self.slo.tpot_ms / 1000.0)

@@ -20,7 +20,11 @@ kis_controller_is_leader                    gauge      (0/1)
 kis_controller_metrics_stale                gauge      namespace, autoscaler (0/1)
 kis_controller_scale_events_total           counter    namespace, autoscaler, direction (up/down)
 kis_controller_autoscalers                  gauge      (autoscalers watched)
+kis_controller_last_progress_seconds        gauge      (Unix time of the loop's last progress)
+kis_controller_interval_seconds             gauge      (the reconcile interval)
 ==========================================  =========  ==================================
+
+The last two make the stalled-loop alert: ``time() - last_progress > 4 * interval``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -38,7 +42,7 @@ from controller.decision import DecisionRecord
 
 #: Values of the ``kind`` label of ``kis_controller_errors_total``.
 ERROR_KINDS: tuple[str, ...] = (
-    "prometheus", "kubernetes", "conflict", "invalid_spec", "policy_load", "target_missing", "internal",
+    "prometheus", "kubernetes", "conflict", "invalid_spec", "policy_load", "target_missing", "internal", "not_leader",
 )
 #: Metric names, for documentation and tests.
 METRIC_NAMES: tuple[str, ...] = (
@@ -53,6 +57,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "kis_controller_metrics_stale",
     "kis_controller_scale_events_total",
     "kis_controller_autoscalers",
+    "kis_controller_policy_fallbacks_total",
+    "kis_controller_last_progress_seconds",
+    "kis_controller_interval_seconds",
 )
 POLICY_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LOOP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -91,6 +98,10 @@ class ControllerMetrics:
         self.metrics_stale = Gauge("kis_controller_metrics_stale", "1 while the autoscaler's metrics are missing or stale.", target, registry=r)
         self.scale_events = Counter("kis_controller_scale_events", "Scale operations applied to targets.", (*target, "direction"), registry=r)
         self.autoscalers = Gauge("kis_controller_autoscalers", "InferenceAutoscalers watched.", registry=r)
+        self.fallbacks = Counter("kis_controller_policy_fallbacks", "Decisions where a learned policy's proposal was replaced by "
+                                 "its planner (out_of_range: features outside the training range; actor_error).", (*target, "reason"), registry=r)
+        self.last_progress = Gauge("kis_controller_last_progress_seconds", "Unix time of the reconcile loop's last progress (a target reconciled, a tick, a standby's pass).", registry=r)
+        self.interval = Gauge("kis_controller_interval_seconds", "The reconcile interval.", registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind=kind)  # export zeros so rate() works from the start
         self._lock = threading.Lock()
@@ -102,6 +113,8 @@ class ControllerMetrics:
         self._child(self.decisions, namespace, name, reason_code(record.reason)).inc()
         self._child(self.desired_replicas, namespace, name).set(record.final)
         self._child(self.current_replicas, namespace, name).set(record.current_replicas)
+        if record.fallback is not None:
+            self._child(self.fallbacks, namespace, name, record.fallback).inc()
 
     def observe_shadow(self, namespace: str, name: str, policy: str, replicas: int | None) -> None:
         """What ``policy`` would have chosen; ``None`` (no valid answer) drops the series."""
@@ -161,6 +174,11 @@ class ControllerMetrics:
 
     def set_autoscalers(self, count: int) -> None:
         self.autoscalers.set(count)
+
+    def bind_progress(self, last_progress_wall: Callable[[], float], interval_s: float) -> None:
+        """Export the loop's last progress (read at scrape time from ``last_progress_wall``) and its interval."""
+        self.last_progress.set_function(last_progress_wall)
+        self.interval.set(interval_s)
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in the Prometheus text format, and its content type."""

@@ -6,7 +6,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from controller.signals import gpu_by_pod  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "charts" / "kis-s" / "dashboards"
 SEL = 'namespace=~"$namespace", deployment=~"$deployment"'
@@ -31,7 +35,9 @@ INFERENCE = [
         (f"sum by (deployment) (vllm:num_requests_running{{{SEL}}})", "running {{deployment}}"),
     ]),
     ("KV-cache usage", "percentunit", [(f"avg by (deployment) (vllm:kv_cache_usage_perc{{{SEL}}})", "{{deployment}}")]),
-    ("GPU utilisation", "percent", [(f"avg by (deployment) (DCGM_FI_DEV_GPU_UTIL{{{SEL}}})", "{{deployment}}")]),
+    # dcgm-exporter labels GPUs by pod, not by Deployment: joined on the serving pods (controller/signals.py, gpu_utilization_signal)
+    ("GPU utilisation", "percent", [(f"avg by (deployment) (group by (namespace, pod, deployment) (vllm:num_requests_running{{{SEL}}}) "
+                                     f"* on (namespace, pod) group_left() {gpu_by_pod()})", "{{deployment}}")]),
     ("Cost per hour (ready replicas x GPU price)", "currencyUSD", [(f"count by (deployment) (vllm:num_requests_running{{{SEL}}}) * $gpu_hourly_price", "{{deployment}}")]),
     ("Decisions by reason", "short", [('sum by (reason) (increase(kis_controller_decisions_total{namespace=~"$namespace", autoscaler=~"$deployment"}[5m]))', "{{reason}}")]),
 ]

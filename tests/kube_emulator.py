@@ -3,12 +3,14 @@
 The controller always talks to it through the official ``kubernetes`` client
 over HTTP (:meth:`KubeEmulator.api_client`, :meth:`KubeEmulator.kubeconfig`).
 
-kmock's ``KubernetesEmulator`` serves discovery, LIST, WATCH, GET and DELETE
-from its in-memory object store. It lacks semantics the controller depends
-on (measured on kmock 0.8: no PUT, no ``resourceVersion`` and no 409 on a
-stale write, the ``scale`` subresource answers the whole Deployment, create
-answers 200), so :class:`ControllerAPI` takes over every write, in the same
-store and under kmock's own lock:
+kmock's ``KubernetesEmulator`` serves discovery and GET from its in-memory
+object store. It lacks semantics the controller depends on (measured on
+kmock 0.8: no PUT, no ``resourceVersion`` and no 409 on a stale write, the
+``scale`` subresource answers the whole Deployment, create answers 200, a
+LIST's resourceVersion is ``"..."`` and a WATCH replays every object from
+the start whatever resourceVersion it names), so :class:`ControllerAPI`
+takes over every write, LIST, WATCH and DELETE, in the same store and under
+kmock's own lock:
 
 * ``resourceVersion`` grows on every write; a write that names a stale one
   answers 409 Conflict (POST of an existing name: 409 AlreadyExists);
@@ -21,8 +23,16 @@ store and under kmock's own lock:
   writes to the main resource leave ``status`` alone;
 * a Deployment's ``status.replicas`` follows ``spec.replicas`` and, with
   ``auto_ready`` (default), so does ``readyReplicas``;
+* a LIST answers the store's current resourceVersion; ``?watch=true`` streams
+  the ADDED/MODIFIED/DELETED events after the ``resourceVersion`` it names
+  (all of them, from a :class:`simulator.twin.apiserver.WatchLog`), then the
+  new ones as they happen, until ``timeoutSeconds``; a resourceVersion older
+  than the log keeps answers one ERROR event with 410 Expired, as the API
+  server does (:meth:`KubeEmulator.compact` forces that); :meth:`KubeEmulator.drop_watches`
+  cuts every open watch (a restarted API server);
 * faults are injected per method and path (:meth:`KubeEmulator.inject`): an
-  HTTP status, a delay (for client timeouts), or both.
+  HTTP status, a delay (for client timeouts), or both; a watch is matched
+  with the method ``WATCH``.
 
 Label selectors are ignored (kmock's behaviour): the controller lists
 InferenceAutoscalers whole and reads its targets by name, so it needs none.
@@ -35,6 +45,7 @@ the emulator answers from the other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -52,7 +63,7 @@ import kmock
 import pytest
 import yaml
 
-from simulator.twin.apiserver import merge_patch
+from simulator.twin.apiserver import WatchLog, expired_event, merge_patch
 
 # One access-log line per request is noise, and it outlives pytest's capture when a test ends mid-request.
 logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -71,6 +82,10 @@ WITH_STATUS = {("apps", "deployments"), ("autoscaling.kis-s.dev", "inferenceauto
 
 def _resource(kind: str) -> kmock.resource:
     return kmock.resource(RESOURCES.get(kind, kind))
+
+
+def _kind_key(resource: kmock.resource) -> str:
+    return f"{resource.group}/{resource.plural}"
 
 
 def _failure(code: int, reason: str, message: str) -> aiohttp.web.Response:
@@ -103,28 +118,94 @@ class ControllerAPI(kmock.KubernetesEmulator):
     log: list[tuple[str, str]] = attrs.field(factory=list, init=False)
     _revision: int = attrs.field(default=0, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
+    _watch_log: WatchLog = attrs.field(factory=WatchLog, init=False)
+    _watchers: set[asyncio.Event] = attrs.field(factory=set, init=False)
+    _cut_watchers: set[asyncio.Event] = attrs.field(factory=set, init=False)
 
     # ------------------------------------------------------------- requests
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         method = str(request.method.value).upper()
-        self.log.append((method, request.url.path))
-        fault = self._take_fault(method, request.url.path)
+        watching = request.action == kmock.action.WATCH
+        self.log.append(("WATCH" if watching else method, request.url.path))
+        fault = self._take_fault("WATCH" if watching else method, request.url.path)
         if fault is not None:
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
             if fault.status is not None:
                 return _failure(fault.status, "Injected", f"injected fault {fault.status}")
+        if request.resource is not None and watching:
+            return await self._watch(request)
+        if request.resource is not None and request.action == kmock.action.LIST:
+            async with self._lock:
+                return aiohttp.web.json_response(self._list(request))
         reads = method == "GET" and (request.subresource in (None, "status"))
-        if request.resource is None or reads or method == "DELETE":
-            return await super()._handle(request)  # kmock: discovery, list, watch, get, delete
+        if request.resource is None or (reads and request.name is not None):
+            return await super()._handle(request)  # kmock: discovery, get
         try:
             async with self._lock:
-                code, body, event = self._write(method, request)
-                if event is not None:
-                    await self._buses[request.resource].put(event)
+                code, body = self._delete(request) if method == "DELETE" else self._write(method, request)
         except _Refused as exc:
             return _failure(exc.code, exc.reason, exc.message)
         return aiohttp.web.json_response(body, status=code)
+
+    def _list(self, request: kmock.Request) -> dict[str, Any]:
+        items = [copy.deepcopy(o.raw) for (r, ns, _), o in self._objects.items()
+                 if r == request.resource and not o.deleted and (request.namespace is None or ns == request.namespace)]
+        return {"apiVersion": request.resource.group and f"{request.resource.group}/{request.resource.version}" or request.resource.version,
+                "kind": "List", "metadata": {"resourceVersion": str(self._revision)}, "items": items}
+
+    async def _watch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """Stream the events after ``?resourceVersion`` (as the API server's watch cache), then the new ones."""
+        raw = request._raw_request
+        assert raw is not None and request.resource is not None
+        params = request.params
+        kind = _kind_key(request.resource)
+        try:
+            since = int(params.get("resourceVersion") or self._revision)
+            timeout_s = float(params.get("timeoutSeconds") or 1800)
+        except ValueError:
+            return _failure(400, "BadRequest", f"resourceVersion must be an integer, got {params.get('resourceVersion')!r}")
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw)
+        wake = asyncio.Event()
+        self._watchers.add(wake)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            while True:
+                lines = self._watch_log.since(kind, request.namespace, since)
+                if lines is None:
+                    await response.write(expired_event(str(since), self._watch_log.oldest))
+                    break
+                since = self._revision
+                wake.clear()
+                if lines:
+                    await response.write(b"".join(lines))
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0 or wake in self._cut_watchers:
+                    break
+                try:
+                    await asyncio.wait_for(wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
+                if wake in self._cut_watchers:
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._watchers.discard(wake)
+            self._cut_watchers.discard(wake)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    def _notify(self) -> None:
+        for wake in self._watchers:
+            wake.set()
+
+    def drop_watches(self) -> None:
+        """End every open watch stream now (the informers must watch again)."""
+        self._cut_watchers.update(self._watchers)
+        self._notify()
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -147,15 +228,35 @@ class ControllerAPI(kmock.KubernetesEmulator):
         if self.auto_ready:
             status["readyReplicas"] = replicas
 
-    def _store(self, resource: kmock.resource, namespace: str | None, name: str, obj: dict[str, Any], *, sync: bool = True) -> None:
+    def _store(self, resource: kmock.resource, namespace: str | None, name: str, obj: dict[str, Any], *, sync: bool = True, event: bool = True) -> None:
         if sync and resource.plural == "deployments":
             self._sync_deployment(obj)
         self._bump(obj)
         key = (resource, namespace, name)
+        added = key not in self._objects or self._objects[key].deleted
         if key in self._objects:
-            self._objects[key].history.append(obj)
+            self._objects[key].history.append(obj)  # also brings a deleted object back
         else:
             self._objects[key] = obj
+        if event:
+            self._watch_log.record(self._revision, _kind_key(resource), "ADDED" if added else "MODIFIED", obj)
+            self._notify()
+
+    def _remove(self, resource: kmock.resource, namespace: str | None, name: str) -> dict[str, Any]:
+        """Delete a stored object; the DELETED event carries its last state at a new resourceVersion."""
+        key = (resource, namespace, name)
+        last = self._bump(copy.deepcopy(self._objects[key].raw))
+        self._objects[key].delete()
+        self._watch_log.record(self._revision, _kind_key(resource), "DELETED", last)
+        self._notify()
+        return last
+
+    def _delete(self, request: kmock.Request) -> tuple[int, dict[str, Any]]:
+        if request.name is None or request.subresource is not None:
+            raise _Refused(405, "MethodNotAllowed", f"DELETE {request.url.path} is not served")
+        if self._current(request.resource, request.namespace, request.name) is None:
+            raise _Refused(404, "NotFound", f'{request.resource.plural} "{request.name}" not found')
+        return 200, self._remove(request.resource, request.namespace, request.name)
 
     def _current(self, resource: kmock.resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         key = (resource, namespace, name)
@@ -181,21 +282,20 @@ class ControllerAPI(kmock.KubernetesEmulator):
         self._store(resource, namespace, meta["name"], obj)
         return obj
 
-    def _write(self, method: str, request: kmock.Request) -> tuple[int, dict[str, Any], dict[str, Any] | None]:
+    def _write(self, method: str, request: kmock.Request) -> tuple[int, dict[str, Any]]:
         resource, namespace, name, sub = request.resource, request.namespace, request.name, request.subresource
         body = request.data
         if method == "GET" and sub == "scale" and resource.plural == "deployments" and name is not None:
             current = self._current(resource, namespace, name)
             if current is None:
                 raise _Refused(404, "NotFound", f'deployments.apps "{name}" not found')
-            return 200, self.scale_of(current), None
+            return 200, self.scale_of(current)
         if isinstance(body, list):
             raise _Refused(415, "UnsupportedMediaType", "JSON patch is not supported by the emulator; send a merge patch")
         if not isinstance(body, dict):
             raise _Refused(400, "BadRequest", "the body must be a JSON object")
         if method == "POST" and name is None:
-            obj = self._create(resource, namespace, body)
-            return 201, obj, {"type": "ADDED", "object": obj}
+            return 201, self._create(resource, namespace, body)
         if name is None or method not in ("PATCH", "PUT"):
             raise _Refused(405, "MethodNotAllowed", f"{method} {request.url.path} is not served")
         current = self._current(resource, namespace, name)
@@ -209,11 +309,11 @@ class ControllerAPI(kmock.KubernetesEmulator):
             replicas = (body.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise _Refused(422, "Invalid", f"spec.replicas: must be a non-negative integer, got {replicas!r}")
-            new = copy.deepcopy(current)
+            new = current  # already a private copy
             new["spec"]["replicas"] = replicas
             self._store(resource, namespace, name, new)
-            return 200, self.scale_of(new), {"type": "MODIFIED", "object": new}
-        new = copy.deepcopy(current)
+            return 200, self.scale_of(new)
+        new = current if sub == "status" else copy.deepcopy(current)  # the main resource's spec is compared with the old one below
         if sub == "status":
             status = body.get("status") or {}
             new["status"] = merge_patch(new.get("status") or {}, status) if method == "PATCH" else copy.deepcopy(status)
@@ -232,7 +332,7 @@ class ControllerAPI(kmock.KubernetesEmulator):
         else:
             raise _Refused(404, "NotFound", f"subresource {sub!r} of {resource.plural} is not served")
         self._store(resource, namespace, name, new)
-        return 200, new, {"type": "MODIFIED", "object": new}
+        return 200, new
 
     @staticmethod
     def scale_of(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +382,8 @@ class KubeEmulator:
                 self.api, self.url = api, str(server.make_url("")).rstrip("/")
                 self._ready.set()
                 await self._stop.wait()
+                api.drop_watches()  # open watch streams end, so the server can close at once
+                await asyncio.sleep(0)
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread is not None:
@@ -319,8 +421,11 @@ class KubeEmulator:
         return path
 
     # ---------------------------------------------------------------- state
-    def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace an object directly (test setup, or someone else's write)."""
+    def put(self, kind: str, obj: dict[str, Any], *, watch_event: bool = True) -> dict[str, Any]:
+        """Create or replace an object directly (test setup, or someone else's write).
+
+        ``watch_event=False`` changes it without telling the watches (an event lost on the way: only a relist sees it).
+        """
         resource = _resource(kind)
 
         def write() -> dict[str, Any]:
@@ -337,7 +442,7 @@ class KubeEmulator:
                 meta.setdefault("generation", 1)
             else:  # as the API server: generation grows when the spec changes
                 meta["generation"] = int(base.get("generation", 1)) + (current.get("spec") != new.get("spec"))
-            api._store(resource, namespace, meta["name"], new)
+            api._store(resource, namespace, meta["name"], new, event=watch_event)
             return copy.deepcopy(new)
 
         return self._call(write)
@@ -346,12 +451,30 @@ class KubeEmulator:
         return self._call(lambda: self.api._current(_resource(kind), namespace, name))  # type: ignore[union-attr]
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete an object (a DELETED event for the watches)."""
         def remove() -> None:
-            key = (_resource(kind), namespace, name)
-            if key in self.api.objects:  # type: ignore[union-attr]
-                self.api.objects[key].delete()  # type: ignore[union-attr]
+            if self.api._current(_resource(kind), namespace, name) is not None:  # type: ignore[union-attr]
+                self.api._remove(_resource(kind), namespace, name)  # type: ignore[union-attr]
 
         self._call(remove)
+
+    def compact(self) -> None:
+        """Forget the watch history: a watch from any resourceVersion older than the store's gets 410 Gone."""
+        self._call(lambda: self.api._watch_log.compact(self.api._revision))  # type: ignore[union-attr]
+
+    def drop_watches(self) -> None:
+        """Cut every open watch stream (as a restarting API server does)."""
+        self._call(lambda: self.api.drop_watches())  # type: ignore[union-attr]
+
+    @property
+    def open_watches(self) -> int:
+        """Watch streams open now."""
+        return self._call(lambda: len(self.api._watchers))  # type: ignore[union-attr]
+
+    @property
+    def revision(self) -> int:
+        """The store's current resourceVersion."""
+        return self._call(lambda: self.api._revision)  # type: ignore[union-attr]
 
     def set_ready(self, namespace: str, name: str, ready: int) -> None:
         """Set a Deployment's ``status.readyReplicas`` (pods becoming ready or failing)."""
@@ -400,3 +523,19 @@ def kube() -> Iterator[KubeEmulator]:
         yield emulator
     finally:
         emulator.stop()
+
+
+def main() -> None:
+    """``python -m tests.kube_emulator``: serve on loopback in this process until stdin closes; prints the URL first."""
+    import sys
+
+    emulator = KubeEmulator().start()
+    print(emulator.url, flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -29,11 +29,16 @@ Fixtures (both module-scoped; the test module shares one server, ~3-7 s to start
   ``.url``; ``.exporter``; ``.add_scrape_target("127.0.0.1:PORT", labels)``
   adds a scrape target through file service discovery (job ``extra``) and
   waits until it is scraped (~5 s: Prometheus batches discovery updates);
+  with ``honor_labels=False`` (job ``extra-target-labels``) a scraped label
+  that clashes with a target label is renamed ``exported_<name>``, as through
+  a ServiceMonitor without ``honorLabels``;
   ``.query(promql)``, ``.query_value(promql)``, ``.wait_until(promql, predicate)``,
   ``.wait_for_samples(selector, n)``.
 
 ``start_prometheus(workdir, ...)`` is the same thing as a context manager,
-for a scope other than the module.
+for a scope other than the module. :class:`TextExporter` serves a fixed
+exposition text (series shaped exactly like another exporter's: dcgm-exporter,
+kube-state-metrics).
 
 Prometheus' ``rate()`` needs two samples in its window and extrapolates to
 the window's edges, so use short windows (e.g. 5 s) and wait until the
@@ -222,26 +227,7 @@ class FakeExporter:
         ``:`` to ``_`` in sample names when Prometheus negotiates OpenMetrics
         (prometheus/client_python#1177), which would rename ``vllm:*`` series.
         """
-        registry = self.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-exporter", daemon=True
-        )
-        self._thread.start()
+        self._server, self._thread = serve_metrics(lambda: generate_latest(self.registry), host, "fake-exporter")
         self.port = self._server.server_port
         return self
 
@@ -278,6 +264,42 @@ class FakeExporter:
             raise ValueError(f"counters only grow; got {amount} for {metric!r}")
 
 
+def serve_metrics(body: Callable[[], bytes], host: str, name: str) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve ``body()`` as the Prometheus text format 0.0.4 on a free port of ``host``, in a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            payload = body()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+    thread.start()
+    return server, thread
+
+
+class TextExporter:
+    """Serves ``/metrics`` with a text the test sets (:attr:`text`, the Prometheus text format 0.0.4)."""
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+        self._server, self._thread = serve_metrics(lambda: self.text.encode(), "127.0.0.1", "text-exporter")
+        self.address = f"127.0.0.1:{self._server.server_port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -309,7 +331,7 @@ class PrometheusServer:
         self.exporter = exporter
         self.url = f"http://127.0.0.1:{port}"
         self._http = httpx.Client(base_url=self.url, timeout=5.0)
-        self._extra: list[dict[str, Any]] = []
+        self._extra: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
 
     def query(self, promql: str, time_s: float | None = None) -> list[dict[str, Any]]:
         """The instant-vector result of ``promql`` (at ``time_s``, default now; raises on a query error)."""
@@ -347,16 +369,17 @@ class PrometheusServer:
         )
 
     def add_scrape_target(
-        self, address: str, labels: Mapping[str, str] | None = None, wait: bool = True, timeout_s: float = 20.0
+        self, address: str, labels: Mapping[str, str] | None = None, wait: bool = True, timeout_s: float = 20.0, honor_labels: bool = True
     ) -> None:
-        """Scrape ``host:port`` (job ``extra``, honoring its labels) from now on."""
-        self._extra.append({"targets": [address], "labels": dict(labels or {})})
-        path = self.workdir / "extra_targets.json"
+        """Scrape ``host:port`` from now on: job ``extra`` honoring its labels, or (``honor_labels=False``) job ``extra-target-labels``."""
+        self._extra[honor_labels].append({"targets": [address], "labels": dict(labels or {})})
+        path = self.workdir / ("extra_targets.json" if honor_labels else "extra_target_labels.json")
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._extra))
+        tmp.write_text(json.dumps(self._extra[honor_labels]))
         os.replace(tmp, path)
         if wait:
-            self.wait_until(f'up{{job="extra",instance="{address}"}} == 1', bool, timeout_s)
+            job = "extra" if honor_labels else "extra-target-labels"
+            self.wait_until(f'up{{job="{job}",instance="{address}"}} == 1', bool, timeout_s)
 
     def log_tail(self, chars: int = 3000) -> str:
         log = self.workdir / "prometheus.log"
@@ -372,7 +395,12 @@ def _config(exporter_address: str | None, workdir: Path, scrape_interval_s: int)
             "job_name": "extra",
             "honor_labels": True,
             "file_sd_configs": [{"files": [str(workdir / "extra_targets.json")], "refresh_interval": "1s"}],
-        }
+        },
+        {
+            "job_name": "extra-target-labels",
+            "honor_labels": False,
+            "file_sd_configs": [{"files": [str(workdir / "extra_target_labels.json")], "refresh_interval": "1s"}],
+        },
     ]
     if exporter_address:
         jobs.insert(0, {"job_name": "exporter", "honor_labels": True, "static_configs": [{"targets": [exporter_address]}]})
@@ -396,6 +424,7 @@ def start_prometheus(
         pytest.skip("prometheus binary not installed (apt-get install prometheus)")
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "extra_targets.json").write_text("[]")
+    (workdir / "extra_target_labels.json").write_text("[]")
     config = workdir / "prometheus.yml"
     config.write_text(_config(exporter.address if exporter else None, workdir, scrape_interval_s))
     port = free_port()

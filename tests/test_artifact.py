@@ -9,16 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from controller.artifact import ArtifactError, load_artifact
-from controller.observation import FEATURE_NAMES, OBSERVATION_SIZE, ObservationContext, build_observation, schema_description
+from controller.capacity import CapacityProfile
+from controller.observation import FEATURE_NAMES, OBSERVATION_SIZE, schema_description
 from controller.policies.base import PolicyContext
 from controller.policies.learned import LearnedPolicy, LearnedState
 from controller.slo import SLO
 
 STEPS = [-2, -1, 0, 1, 2]
 SHIPPED = Path(__file__).resolve().parents[1] / "controller" / "policies" / "default"
+#: One replica serves 4 req/s of 1,000-token prompts and 200-token outputs at the SLO (2 req/s of 4,000-token prompts).
+CAPACITY = CapacityProfile((1000.0, 4000.0), (200.0, 800.0), ((4.0, 3.0), (2.0, 1.5)), "test")
+
+
+def ctx(current: int, max_replicas: int = 8, now: float = 0.0) -> PolicyContext:
+    return PolicyContext(now, current, 1, max_replicas, SLO(), 15.0, CAPACITY, 90.0)
 
 
 def onnx_model(weights: np.ndarray, bias: np.ndarray, *, argmax: bool = False, input_name: str = "obs") -> bytes:
@@ -39,8 +48,8 @@ def onnx_model(weights: np.ndarray, bias: np.ndarray, *, argmax: bool = False, i
 
 
 def metadata(blob: bytes, **changes) -> dict:
-    meta = {"format": "kis-policy/1", "schema": schema_description(), "action": {"kind": "step", "steps": STEPS},
-            "observation_context": {"max_replicas": 8}, "sha256": hashlib.sha256(blob).hexdigest(),
+    meta = {"format": "kis-policy/2", "schema": schema_description(), "action": {"kind": "step", "steps": STEPS},
+            "planner": {"target_utilization": 0.8}, "capacity": CAPACITY.to_dict(), "sha256": hashlib.sha256(blob).hexdigest(),
             "provenance": {"algorithm": "test", "seed": 0}}
     meta.update(changes)
     return meta
@@ -64,63 +73,96 @@ def linear(tmp_path):
 
 def random_snapshots(n: int, seed: int = 1) -> list[dict[str, float]]:
     rng = np.random.default_rng(seed)
-    return [{"request_rate": rng.uniform(0, 40), "request_rate_long": rng.uniform(0, 40), "requests_running": rng.uniform(0, 200),
-             "requests_waiting": rng.uniform(0, 50), "replicas_ready": float(rng.integers(1, 8)), "ttft_p95": rng.uniform(0, 2),
-             "kv_cache_usage": rng.uniform(0, 1), "time_of_day_s": rng.uniform(0, 86400)} for _ in range(n)]
+    out = []
+    for _ in range(n):
+        rate = rng.uniform(0, 40)
+        out.append({"request_rate": rate, "request_rate_long": rng.uniform(0, 40), "requests_running": rng.uniform(0, 200),
+                    "requests_waiting": rng.uniform(0, 50), "replicas_ready": float(rng.integers(1, 8)), "ttft_p95": rng.uniform(0, 0.45),
+                    "kv_cache_usage": rng.uniform(0, 1), "prompt_token_rate": rate * rng.uniform(200, 3000),
+                    "generation_token_rate": rate * rng.uniform(20, 400)})
+    return out
+
+
+def observations(policy: LearnedPolicy, snapshots, current: int = 3) -> np.ndarray:
+    return np.stack([policy.observe(s, ctx(current), policy.initial_state())[0] for s in snapshots])
 
 
 # ------------------------------------------------------------------ good ones
 def test_good_artifact_loads_with_its_metadata(linear):
     folder, _, _ = linear
     artifact = load_artifact(folder)
-    assert (artifact.action_kind, artifact.action_values, artifact.steps, artifact.max_replicas) == ("step", tuple(STEPS), tuple(STEPS), 8)
+    assert (artifact.action_map.kind, artifact.action_map.values) == ("step", tuple(STEPS))
+    assert artifact.planner == {"target_utilization": 0.8} and artifact.feature_range is None and artifact.capacity == CAPACITY
     assert artifact.output == "scores" and artifact.provenance == {"algorithm": "test", "seed": 0}
-    assert load_artifact(folder / "metadata.json").action_values == tuple(STEPS)  # the metadata path works too
+    assert load_artifact(folder / "metadata.json").action_map == artifact.action_map  # the metadata path works too
 
 
 def test_deterministic_actions_are_the_argmax_of_the_linear_model(linear):
     folder, weights, bias = linear
-    policy = LearnedPolicy(load_artifact(folder))
-    obs = np.stack([build_observation(s, ObservationContext(SLO(), 8)) for s in random_snapshots(64)])
-    expected = np.argmax(obs @ weights + bias, axis=1)
-    np.testing.assert_array_equal(policy.predict(obs), expected)
+    policy = LearnedPolicy.from_artifact(load_artifact(folder))
+    snapshots = random_snapshots(64)
+    expected = np.argmax(observations(policy, snapshots) @ weights + bias, axis=1)
     assert len(set(expected.tolist())) > 1  # the check is not trivially one action
-    for snapshot, action in zip(random_snapshots(64), expected):
-        current = int(snapshot["replicas_ready"])
-        proposal, state = policy.decide(snapshot, PolicyContext(0.0, current, 1, 8), policy.initial_state())
-        assert proposal.replicas == current + STEPS[action] and isinstance(state, LearnedState)
+    for snapshot, action in zip(snapshots, expected):
+        proposal, state = policy.decide(snapshot, ctx(3), policy.initial_state())
+        assert proposal.replicas == 3 + STEPS[action] and isinstance(state, LearnedState) and proposal.fallback is None
+
+
+def test_residual_actions_move_around_the_planners_proposal(tmp_path, linear):
+    _, weights, bias = linear
+    blob = onnx_model(weights, bias)
+    policy = LearnedPolicy.from_artifact(load_artifact(write(tmp_path / "res", blob, metadata(blob, action={"kind": "residual", "steps": STEPS}))))
+    for snapshot in random_snapshots(32):
+        planned, _ = policy.planner.decide(snapshot, ctx(3), policy.initial_state().planner)
+        action = int(np.argmax(policy.observe(snapshot, ctx(3), policy.initial_state())[0] @ weights + bias))
+        proposal, _ = policy.decide(snapshot, ctx(3), policy.initial_state())
+        assert proposal.replicas == planned.replicas + STEPS[action]
 
 
 def test_index_output_models_are_accepted(tmp_path, linear):
     _, weights, bias = linear
     blob = onnx_model(weights, bias, argmax=True)
     artifact = load_artifact(write(tmp_path / "index", blob, metadata(blob)))
-    obs = np.stack([build_observation(s, ObservationContext(SLO(), 8)) for s in random_snapshots(32)])
+    obs = observations(LearnedPolicy.from_artifact(artifact), random_snapshots(32))
     assert artifact.output == "index"
     np.testing.assert_array_equal(artifact.actions(obs), np.argmax(obs @ weights + bias, axis=1))
     with pytest.raises(ArtifactError, match="stochastic actions need a model that outputs scores"):
-        LearnedPolicy(artifact, deterministic=False)
+        LearnedPolicy.from_artifact(artifact, deterministic=False)
 
 
 def test_target_actions_set_the_replicas(tmp_path, linear):
     _, weights, bias = linear
     blob = onnx_model(weights, bias)
     targets = [1, 2, 4, 8, 16]
-    policy = LearnedPolicy(load_artifact(write(tmp_path / "target", blob, metadata(blob, action={"kind": "target", "replicas": targets}))))
+    policy = LearnedPolicy.from_artifact(load_artifact(write(tmp_path / "target", blob, metadata(blob, action={"kind": "target", "replicas": targets}))))
     snapshot = random_snapshots(1)[0]
-    obs = build_observation(snapshot, ObservationContext(SLO(), 8))
-    proposal, _ = policy.decide(snapshot, PolicyContext(0.0, 3, 1, 16), policy.initial_state())
+    obs = policy.observe(snapshot, ctx(3, 16), policy.initial_state())[0]
+    proposal, _ = policy.decide(snapshot, ctx(3, 16), policy.initial_state())
     assert proposal.replicas == targets[int(np.argmax(obs @ weights + bias))]
 
 
-def test_without_observation_context_the_controller_max_replicas_normalises(tmp_path, linear):
+def test_features_out_of_the_training_range_hand_the_decision_to_the_planner(tmp_path, linear):
+    """Bounds from calm training traffic; a snapshot at ten times that load is out of range: the planner decides."""
     _, weights, bias = linear
     blob = onnx_model(weights, bias)
-    meta = metadata(blob)
-    del meta["observation_context"]
-    policy = LearnedPolicy(load_artifact(write(tmp_path / "noctx", blob, meta)))
-    obs = policy.observation({"replicas_ready": 4.0}, PolicyContext(0.0, 4, 1, 16))
-    assert obs[FEATURE_NAMES.index("replicas_ready_share")] == pytest.approx(4 / 16)
+    calm = [dict(s, request_rate=s["request_rate"] / 20, requests_waiting=0.0, ttft_p95=0.2) for s in random_snapshots(200, seed=4)]
+    probe = LearnedPolicy.from_artifact(load_artifact(write(tmp_path / "probe", blob, metadata(blob))))
+    seen = observations(probe, calm)
+    bounds = {"features": list(FEATURE_NAMES), "low": seen.min(axis=0).tolist(), "high": seen.max(axis=0).tolist(), "margin": 0.1}
+    policy = LearnedPolicy.from_artifact(load_artifact(write(tmp_path / "ranged", blob, metadata(blob, feature_range=bounds))))
+    inside, _ = policy.decide(calm[0], ctx(3), policy.initial_state())
+    assert inside.fallback is None and inside.reasons[0].startswith("action ")
+    busy = dict(calm[0], request_rate=80.0, requests_waiting=400.0, ttft_p95=9.0)
+    outside, _ = policy.decide(busy, ctx(3), policy.initial_state())
+    planned, _ = policy.planner.decide(busy, ctx(3), policy.initial_state().planner)
+    assert outside.fallback == "out_of_range" and outside.replicas == planned.replicas > 3
+    assert outside.reasons[0].startswith("OutOfRange: load_per_ready")
+
+
+def test_without_a_capacity_profile_the_learned_policy_has_no_answer(linear):
+    policy = LearnedPolicy.from_artifact(load_artifact(linear[0]))
+    proposal, _ = policy.decide(random_snapshots(1)[0], PolicyContext(0.0, 3, 1, 8), policy.initial_state())
+    assert proposal.replicas is None and "capacity" in proposal.reasons[0]
 
 
 def test_stochastic_actions_follow_the_softmax_and_replay_with_the_seed(tmp_path):
@@ -129,12 +171,12 @@ def test_stochastic_actions_follow_the_softmax_and_replay_with_the_seed(tmp_path
     artifact = load_artifact(write(tmp_path / "flat", blob, metadata(blob)))
     counts = np.bincount(artifact.actions(np.zeros((6000, OBSERVATION_SIZE)), np.random.default_rng(3)), minlength=5)
     np.testing.assert_allclose(counts / 6000, [1 / 6, 1 / 6, 1 / 3, 1 / 6, 1 / 6], atol=0.03)
-    policy = LearnedPolicy(artifact, deterministic=False, seed=11)
+    policy = LearnedPolicy.from_artifact(artifact, deterministic=False, seed=11)
 
     def replay() -> list[int]:
         state, out = policy.initial_state(), []
         for snapshot in random_snapshots(20):
-            proposal, state = policy.decide(snapshot, PolicyContext(0.0, 4, 1, 8), state)
+            proposal, state = policy.decide(snapshot, ctx(4), state)
             out.append(proposal.replicas)
         return out
 
@@ -181,7 +223,7 @@ def _schema(**changes) -> dict:
 
 def _renamed() -> dict:
     schema = _schema()
-    schema["features"][3]["name"] = "tokens_per_second"
+    schema["features"][3]["name"] = "tokens_per_second"  # was forecast_trend
     return schema
 
 
@@ -193,18 +235,22 @@ def _rescaled() -> dict:
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"schema": _schema(version="kis-obs/0")},
-     "artifact was trained with observation schema kis-obs/0; this controller speaks kis-obs/1: retrain or upgrade"),
-    ({"schema": _renamed()}, r"feature list differs from schema kis-obs/1 \(unknown \['tokens_per_second'\], absent \['generation_token_rate_per_replica'\]\)"),
+     "artifact was trained with observation schema kis-obs/0; this controller speaks kis-obs/2: retrain or upgrade"),
+    ({"schema": _renamed()}, r"feature list differs from schema kis-obs/2 \(unknown \['tokens_per_second'\], absent \['forecast_trend'\]\)"),
     ({"schema": _schema(features=list(reversed(schema_description()["features"])))}, "same names in another order"),
-    ({"schema": _rescaled()}, "feature 'request_rate' was normalised with offset=0.0, scale=20.0"),
+    ({"schema": _rescaled()}, "feature 'load_per_ready' was normalised with offset=0.0, scale=20.0"),
     ({"schema": _schema(clip=5.0)}, "clipped to 5.0"),
-    ({"schema": "kis-obs/1"}, "'schema' must be the observation schema object"),
-    ({"format": "kis-policy/0"}, "format is 'kis-policy/0', expected 'kis-policy/1'"),
-    ({"action": {"kind": "continuous"}}, "action.kind must be 'step' or 'target'"),
+    ({"schema": "kis-obs/2"}, "'schema' must be the observation schema object"),
+    ({"format": "kis-policy/1", "schema": _schema(version="kis-obs/1")},
+     r"format is 'kis-policy/1' \(observation schema kis-obs/1\); this controller loads 'kis-policy/2' \(kis-obs/2\): retrain it"),
+    ({"action": {"kind": "continuous"}}, "action.kind must be one of residual, step, target"),
     ({"action": {"kind": "step", "steps": [-1, 0.5, 1]}}, "action.steps must be a non-empty list of integers"),
     ({"action": {"kind": "step", "steps": [0, 0, 1, 2, 3]}}, "action.steps has duplicates"),
     ({"action": {"kind": "target", "replicas": [-1, 1, 2, 3, 4]}}, "action.replicas must be >= 0"),
-    ({"observation_context": {"max_replicas": 0}}, "observation_context.max_replicas must be a positive integer"),
+    ({"planner": {"target_utilization": 5.0}}, r"planner: target_utilization must be in \(0, 4\]"),
+    ({"planner": {"headroom": 0.8}}, "planner: .*unexpected keyword argument 'headroom'"),
+    ({"feature_range": {"features": ["x"], "low": [0], "high": [1]}}, "feature_range must list this schema's features"),
+    ({"capacity": {"promptTokens": [1000], "outputTokens": [200], "maxRps": [[-1]]}}, "capacity.maxRps: every entry must be a positive"),
     ({"provenance": ["ppo"]}, "'provenance' must be an object"),
     ({"sha256": "abc"}, "sha256 must be 64 hex digits"),
     ({"sha256": "0" * 64}, r"policy\.onnx: checksum mismatch"),
@@ -236,9 +282,78 @@ def test_replaced_onnx_is_caught_by_the_checksum(tmp_path, linear):
 
 # --------------------------------------------------------------- the shipped one
 @pytest.mark.skipif(not (SHIPPED / "policy.onnx").is_file(), reason="no shipped default policy in this checkout")
-def test_shipped_default_policy_loads_and_decides():
-    artifact = load_artifact(SHIPPED)
-    policy = LearnedPolicy(artifact)
-    for snapshot in random_snapshots(5):
-        proposal, _ = policy.decide(snapshot, PolicyContext(0.0, 3, 1, 8), policy.initial_state())
-        assert proposal.replicas - 3 in artifact.action_values
+def test_shipped_default_policy_scales_up_under_a_queue_and_not_when_idle():
+    policy = LearnedPolicy.from_artifact(load_artifact(SHIPPED))
+    loaded = {"request_rate": 30.0, "request_rate_long": 20.0, "requests_running": 120.0, "requests_waiting": 60.0, "replicas_ready": 3.0,
+              "replicas_desired": 3.0, "replicas_starting": 0.0, "ttft_p95": 2.0, "tpot_p95": 0.06, "kv_cache_usage": 0.9,
+              "prompt_token_rate": 30 * 1000.0, "generation_token_rate": 30 * 200.0, "gpu_utilization": 100.0, "queue_time_p95": 1.5}
+    up, _ = policy.decide(loaded, ctx(3), policy.initial_state())
+    assert up.replicas is not None and up.replicas > 3
+    idle = dict(loaded, request_rate=0.1, request_rate_long=0.1, requests_running=1.0, requests_waiting=0.0, ttft_p95=0.1, tpot_p95=0.01,
+                kv_cache_usage=0.01, prompt_token_rate=100.0, generation_token_rate=20.0, gpu_utilization=3.0, queue_time_p95=0.0)
+    down, _ = policy.decide(idle, ctx(3), policy.initial_state())
+    assert down.replicas is not None and down.replicas <= 3
+
+
+# ---------------------------------------------------------------- safety property
+@pytest.fixture(scope="module")
+def eager_to_shrink(tmp_path_factory):
+    """A residual policy whose network always picks the largest scale-down (-2 around the planner)."""
+    bias = np.array([10.0, 0, 0, 0, 0])
+    blob = onnx_model(np.zeros((OBSERVATION_SIZE, 5)), bias)
+    folder = write(tmp_path_factory.mktemp("shrink"), blob, metadata(blob, action={"kind": "residual", "steps": STEPS}))
+    return LearnedPolicy.from_artifact(load_artifact(folder))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.floats(0, 200), waiting=st.floats(0.5, 500), ttft=st.floats(0.51, 60), running=st.floats(0, 500),
+       ready=st.integers(0, 16), current=st.integers(1, 16))
+def test_the_learned_policy_never_scales_down_while_requests_wait_and_ttft_is_over_the_slo(eager_to_shrink, rate, waiting, ttft,
+                                                                                             running, ready, current):
+    snapshot = {"request_rate": rate, "requests_waiting": waiting, "ttft_p95": ttft, "requests_running": running,
+                "replicas_ready": float(ready), "prompt_token_rate": rate * 1000, "generation_token_rate": rate * 200}
+    proposal, _ = eager_to_shrink.decide(snapshot, ctx(current, 16), eager_to_shrink.initial_state())
+    assert proposal.replicas is None or proposal.replicas >= current
+
+
+def test_the_eager_shrinker_does_shrink_when_nothing_waits(eager_to_shrink):
+    calm = {"request_rate": 1.0, "requests_waiting": 0.0, "ttft_p95": 0.1, "requests_running": 1.0, "replicas_ready": 8.0,
+            "prompt_token_rate": 1000.0, "generation_token_rate": 200.0}
+    proposal, _ = eager_to_shrink.decide(calm, ctx(8), eager_to_shrink.initial_state())
+    assert proposal.replicas < 8
+
+
+def test_learned_policy_records_and_counts_its_decisions(linear):
+    """Each decision says which action it took; the state counts decisions (stochastic draws are seeded by
+    (seed, count)); relative artifact paths resolve against ``base_dir``."""
+    from controller.policies.registry import build_policy
+
+    folder, _, _ = linear
+    policy = build_policy({"type": "learned", "artifact": str(folder), "deterministic": False, "seed": 5}, base_dir=Path("/nowhere"))
+    assert isinstance(policy, LearnedPolicy) and (policy.deterministic, policy.seed) == (False, 5)
+    relative = build_policy({"type": "learned", "artifact": folder.name}, base_dir=folder.parent)
+    assert isinstance(relative, LearnedPolicy) and relative.deterministic and relative.seed == 0
+    snapshot = random_snapshots(1)[0]
+    proposal, state = relative.decide(snapshot, ctx(3), relative.initial_state())
+    action = int(relative.actor.actions(relative.observe(snapshot, ctx(3), relative.initial_state())[0][None, :])[0])
+    assert state.decisions == 1 and proposal.replicas == 3 + STEPS[action]
+    assert proposal.reasons[0].startswith(f"action {action}: step {STEPS[action]:+d}")
+    _, state = relative.decide(snapshot, ctx(3), state)
+    assert state.decisions == 2
+    draws = [policy.decide(snapshot, ctx(4), LearnedState(decisions=n))[0].replicas for n in range(20)]
+    assert draws == [policy.decide(snapshot, ctx(4), LearnedState(decisions=n))[0].replicas for n in range(20)] and len(set(draws)) > 1
+
+
+def test_a_failing_network_hands_the_decision_to_the_planner(linear):
+    policy = LearnedPolicy.from_artifact(load_artifact(linear[0]))
+
+    class Broken:
+        def actions(self, *_args, **_kwargs):
+            raise ArtifactError("model returned action index outside 0..4")
+
+    broken = LearnedPolicy(Broken(), policy.action_map, policy.planner)
+    snapshot = random_snapshots(1)[0]
+    proposal, state = broken.decide(snapshot, ctx(3), broken.initial_state())
+    planned, _ = broken.planner.decide(snapshot, ctx(3), broken.initial_state().planner)
+    assert proposal.fallback == "actor_error" and proposal.replicas == planned.replicas and state.decisions == 1
+    assert proposal.reasons[0].startswith("ActorFailed: model returned action index outside 0..4")

@@ -103,6 +103,28 @@ def test_elections_run_in_a_thread_and_release_on_stop(kube):
     assert not thread.is_alive() and changes[-1] is False and lease(kube).get("holderIdentity") is None
 
 
+def test_a_stalled_loop_stops_renewing_and_a_standby_takes_over(kube):
+    """The elector's thread is alive but the reconcile loop hangs: no renewal, leadership dropped at once, b takes over after expiry."""
+    loop_alive = [True]
+    a = LeaderElector(kube_client(kube), "kis-system", "kis", "a", duration_s=30, healthy=lambda: loop_alive[0])
+    b = elector(kube, "b")
+    assert a.step(at(0)) and not b.step(at(1))
+    assert a.step(at(10)) and lease(kube)["renewTime"].startswith("2026-11-24T12:00:10")
+    loop_alive[0] = False  # the loop stalls at 10 s
+    assert not a.step(at(20)) and not a.is_leader  # the fence closes now, not when the lease expires
+    assert lease(kube)["renewTime"].startswith("2026-11-24T12:00:10") and lease(kube)["holderIdentity"] == "a"
+    assert not b.step(at(21))  # b first sees the renewal of 10 s at 21 s (its clock): it waits until 21 + 30
+    assert not a.step(at(30)) and not b.step(at(50))
+    assert b.step(at(52)) and lease(kube)["holderIdentity"] == "b"
+    loop_alive[0] = True  # a wakes up: b holds a fresh lease
+    assert not a.step(at(53))
+
+
+def test_a_stalled_replica_does_not_acquire_a_free_lease(kube):
+    a = LeaderElector(kube_client(kube), "kis-system", "kis", "a", duration_s=30, healthy=lambda: False)
+    assert not a.step(at(0)) and kube.get("leases", "kis-system", "kis") is None
+
+
 def test_lease_duration_is_checked(kube):
     with pytest.raises(ValueError, match="lease duration"):
         elector(kube, "a", duration_s=0.5)

@@ -46,10 +46,27 @@ def parts() -> tuple[ControllerStatus, ControllerMetrics, TestClient, FakeClock]
     return status, metrics, TestClient(create_app(status, metrics)), clock
 
 
-def test_healthz(parts) -> None:  # type: ignore[no-untyped-def]
-    _, _, client, _ = parts
+def test_healthz_fails_once_the_loop_stalls_for_n_intervals() -> None:
+    clock = FakeClock()
+    status = ControllerStatus(stall_after_s=4 * 15, clock=clock)  # --liveness-intervals 4, --interval 15
+    client = TestClient(create_app(status, ControllerMetrics()))
+    assert client.get("/healthz").status_code == 200 and status.alive()
+    clock.now += 59  # a tick of 1,000 autoscalers may take long; each target reconciled is progress
+    status.progress()
+    clock.now += 59
+    assert client.get("/healthz").json()["status"] == "ok"
+    clock.now += 2  # 61 s without progress: the loop hangs
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 503 and response.json() == {"status": "stalled", "reason": "reconcile loop stalled: no progress for 61.0s (limit 60s)"}
+    assert not status.alive()
+    status.tick_completed()  # it moved on again
+    assert client.get("/healthz").status_code == 200 and status.alive()
+
+
+def test_healthz_without_a_limit_never_fails(parts) -> None:  # type: ignore[no-untyped-def]
+    _, _, client, clock = parts
+    clock.now += 10_000
+    assert client.get("/healthz").status_code == 200
 
 
 def test_readyz_follows_leadership_ticks_and_health(parts) -> None:  # type: ignore[no-untyped-def]

@@ -76,9 +76,13 @@ GOOD = [
                minReplicas=0, mode="shadow", shadowApplyBaseline=True, slo={"ttftMs": 300, "tpotMs": 40},
                metrics={"selector": {"app": "llm"}, "windowSeconds": 30, "longWindowSeconds": 600, "overrides": {"request_rate": "sum(rate(x{sel}[{window}]))"}},
                behavior={"maxStepUp": 2, "maxStepDown": 1, "scaleDownStabilizationSeconds": 120, "cooldownSeconds": 30,
-                         "cooldownUpSeconds": 10, "staleMetrics": "scaleUpOnly"}),
+                         "cooldownUpSeconds": 10, "staleMetrics": "scaleUpOnly"},
+               scaleToZero={"activationQuery": "sum(kis_gateway_pending_requests{{sel}})", "activationThreshold": 2, "idleSeconds": 600}),
     autoscaler("learned", "llm", policy={"type": "learned", "artifact": {"configMap": {"name": "policy"}}}),
     autoscaler("learned-path", "llm", policy={"type": "learned", "artifact": {"path": "/policies/default"}}),
+    autoscaler("learned-default", "llm", policy={"type": "learned"}),
+    autoscaler("planner", "llm", policy={"type": "planner", "parameters": {"targetUtilization": 0.7}}, coldStartSeconds=120,
+               capacity={"promptTokens": [1000, 4000], "outputTokens": [200, 800], "maxRps": [[4, 3], [2, 1.5]], "source": "test"}),
 ]
 
 
@@ -109,9 +113,12 @@ BAD = [  # (object, what the parser's message names)
     (with_spec(behavior={"cooldownSeconds": -1}), "spec.behavior.cooldownSeconds"),
     (with_spec(scaleTargetRef={"kind": "StatefulSet", "name": "llm"}), "spec.scaleTargetRef.kind"),
     (with_spec(scaleTargetRef={"name": ""}), "spec.scaleTargetRef.name"),
-    (with_spec(policy={"type": "learned"}), "artifact is required"),                        # CEL
+    (with_spec(policy={"type": "planner"}), "a planner needs spec.capacity"),                # CEL
     (with_spec(policy={"type": "learned", "artifact": {"path": "/p", "configMap": {"name": "c"}}}), "exactly one of path or configMap"),  # CEL
     (with_spec(policy={"type": "hpa", "baseline": {"type": "learned"}}), "spec.policy.baseline.type"),
+    (with_spec(minReplicas=0), "minReplicas 0 needs scaleToZero.activationQuery"),             # CEL
+    (with_spec(minReplicas=0, scaleToZero={"idleSeconds": 60}), "minReplicas 0 needs scaleToZero.activationQuery"),  # CEL
+    (with_spec(scaleToZero={"activationQuery": "q", "idleSeconds": -1}), "spec.scaleToZero.idleSeconds"),
 ]
 
 
@@ -152,8 +159,22 @@ def test_crd_defaults_are_the_parser_defaults():
     bare = {"spec": {"scaleTargetRef": {"name": "llm"}, "maxReplicas": 4, "policy": {"type": "hpa", "parameters": {"target": 8}},
                      "slo": {}, "metrics": {}, "behavior": {}}}
     defaulted = apply_defaults(SCHEMA, bare)
-    assert defaulted["spec"]["minReplicas"] == 1 and defaulted["spec"]["behavior"]["scaleDownStabilizationSeconds"] == 300
+    assert defaulted["spec"]["minReplicas"] == 1
+    # no window is defaulted in: the controller picks one that does not stack on the policy's own
+    assert "scaleDownStabilizationSeconds" not in defaulted["spec"]["behavior"]
     assert parse_autoscaler(defaulted) == parse_autoscaler(bare)
+
+
+@pytest.mark.parametrize(("capacity", "named"), [
+    ({"promptTokens": [1000, 500], "outputTokens": [200], "maxRps": [[4], [3]]}, "capacity.prompt_tokens: must be a non-empty increasing"),
+    ({"promptTokens": [500, 1000], "outputTokens": [200], "maxRps": [[4]]}, "capacity.maxRps: must be 2 rows of 1"),
+])
+def test_capacity_grids_the_schema_cannot_judge_are_refused_by_the_parser(capacity, named):
+    """The API server checks the capacity's shape and signs; ordering and row lengths are the controller's to refuse."""
+    obj = with_spec(policy={"type": "planner"}, capacity=capacity)
+    assert api_server_admits(obj) == []
+    with pytest.raises(InvalidSpec, match=named):
+        parse_autoscaler(obj)
 
 
 # -------------------------------------------------------------- conversion
@@ -163,6 +184,8 @@ def test_conversion_to_the_shared_autoscaler_config():
     assert (behavior.min_replicas, behavior.max_replicas, behavior.max_step_up, behavior.max_step_down) == (0, 8, 2, 1)
     assert behavior.scale_down_stabilization_s == 120 and behavior.stale_rule == "scale_up_only"
     assert (behavior.cooldown_up_s, behavior.cooldown_down_s) == (10, 30)  # cooldownUpSeconds overrides cooldownSeconds
+    assert (behavior.activation_threshold, behavior.scale_to_zero_idle_s) == (2, 600)
+    assert spec.metric_overrides() == {"request_rate": "sum(rate(x{sel}[{window}]))", "gateway_pending": "sum(kis_gateway_pending_requests{{sel}})"}
     assert spec.slo_config().ttft_s == pytest.approx(0.3) and spec.slo_config().tpot_s == pytest.approx(0.04)
     assert spec.selector("serving") == {"app": "llm"}
     assert build_policy(spec.policy_mapping()).name == "hpa" and build_policy(spec.baseline_mapping()).name == "threshold"

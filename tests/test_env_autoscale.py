@@ -66,21 +66,22 @@ def test_same_seed_same_trajectory():
 def test_episode_is_one_workload_window():
     env = make_env(interval_s=15)
     obs, rewards, info = rollout(env, 0, lambda o: 2)
-    assert len(rewards) == 600 // 15
+    # the first interval runs in reset (as in the evaluation runner): decisions at 15, 30, ..., 585 s
+    assert len(rewards) == 600 // 15 - 1
     assert env.observation_space.contains(obs[-1])
 
 
 def test_reward_is_cost_plus_weighted_misses():
-    env = make_env(reward=RewardWeights(cost_weight=2.0, slo_weight=0.5))
+    env = make_env(action_mode="step", reward=RewardWeights(cost_weight=2.0, slo_weight=0.5))
     env.reset(seed=1)
-    _, reward, _, _, info = env.step(4)  # +2 replicas
+    _, reward, _, _, info = env.step(4)  # +2 replicas at t = 15 s
     assert reward == pytest.approx(-2.0 * info["cost_usd"] - 0.5 * info["slo_misses"])
-    # 1 ready for 15 s + 2 starting pods billed from their scheduling at t=0.
+    # 1 ready for 15 s + 2 starting pods billed from their scheduling at t = 15 s.
     assert info["cost_usd"] == pytest.approx(3 * 15 * PRICE)
 
 
 def test_step_actions_are_bounded_and_target_mode_sets_replicas():
-    env = make_env(min_replicas=1, max_replicas=3, initial_replicas=1)
+    env = make_env(action_mode="step", min_replicas=1, max_replicas=3, initial_replicas=1)
     env.reset(seed=0)
     for _ in range(4):
         _, _, _, _, info = env.step(4)  # +2 each time, clipped at 3
@@ -95,15 +96,36 @@ def test_step_actions_are_bounded_and_target_mode_sets_replicas():
     assert info["desired"] == 5
 
 
+def test_residual_action_is_the_planners_proposal_plus_the_step():
+    env = make_env(max_replicas=8, steps=(-1, 0, 1, 2))
+    env.reset(seed=2)
+    for action in (3, 0, 2, 1, 3, 0):
+        ctx = env.autoscaler.context(env._t, env._cluster.desired)
+        planned, _ = env.policy.planner.decide(env.last_snapshot, ctx, env._state.policy_state.planner)
+        _, _, _, _, info = env.step(action)
+        assert planned.valid and info["proposal"] == planned.replicas + env.steps[action]
+        assert info["desired"] == min(max(info["proposal"], 1), 8)
+
+
+def test_the_env_decides_through_the_guardrails():
+    """The agent's proposal goes through the same guardrails as online: a step limit caps a +2 to +1."""
+    env = make_env(action_mode="step", behavior={"max_step_up": 1})
+    env.reset(seed=0)
+    before = env._cluster.desired
+    _, _, _, _, info = env.step(4)
+    assert info["proposal"] == before + 2 and info["desired"] == before + 1
+    assert [s.guard for s in env.last_decision.steps] == ["ScaleUpLimit"]
+
+
 def test_more_replicas_fewer_misses_more_cost():
     def totals(replicas):
-        env = make_env(pools=toy_pools(scale=6.0), max_replicas=8)
+        env = make_env(action_mode="step", pools=toy_pools(scale=6.0), max_replicas=8)
         env.reset(seed=5)
         misses = cost = 0.0
+        desired = env.initial_replicas
         while True:
-            n = env.desired_after(2)
-            action = 3 if n < replicas else 2
-            _, _, _, truncated, info = env.step(action)
+            _, _, _, truncated, info = env.step(3 if desired < replicas else 2)
+            desired = info["desired"]
             misses += info["slo_misses"]
             cost += info["cost_usd"]
             if truncated:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -43,6 +44,7 @@ def test_pipeline_properties(behavior, steps, start):
     recs: list[tuple[float, int]] = []
     for proposal, stale, baseline, dt in steps:
         now += dt
+        before = copy.deepcopy(state)
         final, guard_steps, reason, new_state = apply_guardrails(proposal, current, now, behavior, state, stale=stale, baseline=baseline)
         # Never outside the bounds.
         assert behavior.min_replicas <= final <= behavior.max_replicas
@@ -75,8 +77,8 @@ def test_pipeline_properties(behavior, steps, start):
             assert guard_steps and reason.startswith(guard_steps[-1].guard)
         for step in guard_steps:
             assert step.reason
-        # The state is a new value; the old one is untouched.
-        assert new_state is not state
+        # The old state is untouched (the call is pure).
+        assert state == before
         if final != current:
             assert new_state.last_scale_s == now and new_state.last_scale_direction == (1 if final > current else -1)
         state, current = new_state, final
@@ -180,6 +182,24 @@ def test_bounds_win_when_the_current_replicas_are_out_of_range():
     assert result.final == 4 and result.steps[-1].guard == "Bounds"
 
 
+@pytest.mark.parametrize(("since", "allowed"), [(59.0, False), (60.0, True)])
+def test_cooldown_boundary_both_directions(since, allowed):
+    """A change exactly one cooldown after the last scale event is allowed; one second earlier it is not."""
+    b = Behavior(1, 10, scale_down_stabilization_s=0, cooldown_up_s=60, cooldown_down_s=60)
+    state = GuardState(last_scale_s=0.0)
+    up = apply_guardrails(Proposal(6), 3, since, b, state, stale=False)
+    down = apply_guardrails(Proposal(2), 6, since, b, state, stale=False)
+    assert (up.final == 6, down.final == 2) == (allowed, allowed)
+
+
+def test_stabilization_window_boundary():
+    """A recommendation exactly one window old has left the window (it is kept while t > now - window)."""
+    b = Behavior(1, 10, scale_down_stabilization_s=60)
+    state = GuardState(recommendations=((0.0, 8),), last_decision_s=0.0)
+    assert apply_guardrails(Proposal(3), 8, 59.0, b, state, stale=False).final == 8
+    assert apply_guardrails(Proposal(3), 8, 60.0, b, state, stale=False).final == 3
+
+
 def test_invalid_behavior_is_rejected():
     with pytest.raises(ValueError, match="min_replicas"):
         Behavior(5, 2)
@@ -190,3 +210,98 @@ def test_invalid_behavior_is_rejected():
     with pytest.raises(ValueError, match="cooldown_up_s"):
         Behavior(cooldown_up_s=-1)
     assert math.isinf(GuardState().last_scale_s)
+
+
+@pytest.mark.parametrize(("rule", "baseline", "step"), [
+    ("hold", None, ("StaleMetricsHold", 9, 5, "metrics stale: hold the current replicas")),
+    ("scale_up_only", None, ("StaleMetricsScaleUpOnly", 9, 9, "metrics stale: scale up only")),
+    ("baseline", Proposal(7), ("StaleMetricsBaseline", 9, 7, "metrics stale: the baseline's proposal, never below current")),
+    ("baseline", Proposal(None), ("StaleMetricsBaseline", 9, 5, "metrics stale: no baseline proposal, hold")),
+])
+def test_stale_steps_record_the_raw_proposal_and_the_value(rule, baseline, step):
+    b = Behavior(1, 10, scale_down_stabilization_s=0, stale_rule=rule)
+    result = apply_guardrails(Proposal(9), 5, 0.0, b, GuardState(), stale=True, baseline=baseline)
+    assert (result.steps[0].guard, result.steps[0].before, result.steps[0].after, result.steps[0].reason) == step
+    assert result.reason == f"{step[0]}: {step[3]}" or len(result.steps) > 1
+
+
+def test_exact_reasons_of_each_guard():
+    b = Behavior(min_replicas=2, max_replicas=10, max_step_up=2, max_step_down=1, scale_down_stabilization_s=300, cooldown_up_s=60,
+                 cooldown_down_s=30)
+    steps = lambda r: [(s.guard, s.before, s.after, s.reason) for s in r.steps]  # noqa: E731
+    assert steps(apply_guardrails(Proposal(1), 3, 0, b, GuardState(), stale=False))[0] == ("BelowMin", 1, 2, "minReplicas is 2")
+    assert steps(apply_guardrails(Proposal(20), 9, 0, b, GuardState(), stale=False)) == [("AboveMax", 20, 10, "maxReplicas is 10")]
+    assert steps(apply_guardrails(Proposal(8), 3, 0, b, GuardState(), stale=False)) == [("ScaleUpLimit", 8, 5, "at most +2 per interval")]
+    down = apply_guardrails(Proposal(2), 6, 0, Behavior(1, 10, max_step_down=1, scale_down_stabilization_s=0), GuardState(), stale=False)
+    assert steps(down) == [("ScaleDownLimit", 2, 5, "at most -1 per interval")]
+    held = apply_guardrails(Proposal(4), 6, 100, Behavior(1, 10, scale_down_stabilization_s=300), GuardState(((10.0, 7),)), stale=False)
+    assert steps(held) == [("ScaleDownStabilized", 4, 6, "highest recommendation in the last 300 s is 7")]
+    assert held.reason == "ScaleDownStabilized: highest recommendation in the last 300 s is 7"
+    cool_up = apply_guardrails(Proposal(5), 3, 100, b, GuardState(last_scale_s=70.0), stale=False)
+    assert steps(cool_up) == [("Cooldown", 5, 3, "last scale event 30 s ago < scale-up cooldown 60 s")]
+    cool_down = apply_guardrails(Proposal(2), 3, 100, Behavior(1, 10, scale_down_stabilization_s=0, cooldown_down_s=30),
+                                 GuardState(last_scale_s=80.0), stale=False)
+    assert steps(cool_down) == [("Cooldown", 2, 3, "last scale event 20 s ago < scale-down cooldown 30 s")]
+    none = apply_guardrails(Proposal(None), 4, 0, b, GuardState(), stale=False)
+    assert steps(none) == [("NoValidProposal", 4, 4, "the policy has no valid proposal: hold")]
+    assert none.reason == "NoValidProposal: the policy has no valid proposal: hold"
+    out_of_range = apply_guardrails(Proposal(None), 12, 0, b, GuardState(), stale=True)
+    assert steps(out_of_range)[-1] == ("Bounds", 11, 10, "maxReplicas is 10")  # after the -1 step limit
+    assert apply_guardrails(Proposal(4), 4, 0, b, GuardState(), stale=False).reason == "NoChange: 4"
+    assert apply_guardrails(Proposal(3), 4, 0, Behavior(1, 10, scale_down_stabilization_s=0), GuardState(), stale=False).reason == "ScaleDown: 4 -> 3"
+
+
+def test_scale_to_zero_and_activation_steps_exactly():
+    b = Behavior(0, 4, scale_down_stabilization_s=0, scale_to_zero_idle_s=120, activation_threshold=1)
+    idle = apply_guardrails(Proposal(0), 1, 100.0, b, GuardState(last_traffic_s=40.0), stale=False, traffic=False)
+    assert [(s.guard, s.before, s.after, s.reason) for s in idle.steps] == [
+        ("ScaleToZeroIdle", 0, 1, "traffic 60 s ago < scale-to-zero idle period 120 s")]
+    assert idle.state.last_traffic_s == 40.0
+    gone = apply_guardrails(Proposal(0), 1, 160.0, b, GuardState(last_traffic_s=40.0), stale=False, traffic=False)
+    assert gone.final == 0 and gone.steps == ()
+    woken = apply_guardrails(Proposal(0), 0, 0.0, b, GuardState(), stale=True, pending=2.0)
+    assert [(s.guard, s.before, s.after, s.reason) for s in woken.steps][-1] == (
+        "Activation", 0, 1, "2 requests held at the gateway > activation threshold 1")
+    assert woken.final == 1 and woken.state.last_scale_direction == 1
+    at_threshold = apply_guardrails(Proposal(0), 0, 0.0, b, GuardState(), stale=False, pending=1.0)
+    assert at_threshold.final == 0  # more than the threshold is needed
+    # Defaults: nothing pending, traffic assumed (the idle clock restarts).
+    plain = apply_guardrails(Proposal(0), 0, 5.0, b, GuardState(), stale=False)
+    assert plain.final == 0 and plain.state.last_traffic_s == 5.0 and plain.state.last_decision_s == 5.0
+    closed = apply_guardrails(Proposal(0), 0, 0.0, Behavior(0, 0), GuardState(), stale=False, pending=5.0)
+    assert closed.final == 0  # maxReplicas 0: nothing to activate
+
+
+def test_behavior_error_messages():
+    with pytest.raises(ValueError, match=r"^stale_rule must be one of hold, baseline, scale_up_only, got 'panic'$"):
+        Behavior(stale_rule="panic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^need 0 <= min_replicas <= max_replicas, got min_replicas=5, max_replicas=2$"):
+        Behavior(5, 2)
+    with pytest.raises(ValueError, match=r"^max_step_down must be >= 1 or None, got 0$"):
+        Behavior(max_step_down=0)
+    for name in ("scale_down_stabilization_s", "cooldown_down_s", "activation_threshold", "scale_to_zero_idle_s"):
+        with pytest.raises(ValueError, match=rf"^{name} must be >= 0, got -1$"):
+            Behavior(**{name: -1})
+    assert Behavior(0, 0).max_replicas == 0 and Behavior(max_step_up=1, max_step_down=1).max_step_up == 1
+
+
+def test_the_new_state_records_the_decision():
+    b = Behavior(1, 10, scale_down_stabilization_s=60)
+    previous = GuardState(((0.0, 5),), last_scale_s=-100.0, last_scale_direction=-1, last_traffic_s=-50.0, last_decision_s=0.0)
+    same = apply_guardrails(Proposal(5), 5, 10.0, b, previous, stale=False, traffic=False)
+    assert same.state == GuardState(((0.0, 5), (10.0, 5)), -100.0, -1, -50.0, 10.0)
+    up = apply_guardrails(Proposal(7), 5, 20.0, b, previous, stale=False)
+    assert up.state == GuardState(((0.0, 5), (20.0, 7)), 20.0, 1, 20.0, 20.0)
+
+
+def test_nothing_pending_by_default():
+    assert apply_guardrails(Proposal(0), 0, 0.0, Behavior(0, 4), GuardState(), stale=False).final == 0
+
+
+def test_scale_up_only_on_stale_data_records_the_recommendation():
+    """A valid proposal taken under the scale-up-only rule is a recommendation for the window; a hold is not."""
+    b = Behavior(1, 10, scale_down_stabilization_s=60, stale_rule="scale_up_only")
+    taken = apply_guardrails(Proposal(8), 5, 0.0, b, GuardState(), stale=True)
+    assert taken.final == 8 and taken.state.recommendations == ((0.0, 8),)
+    held = apply_guardrails(Proposal(None), 5, 0.0, b, GuardState(), stale=True)
+    assert held.final == 5 and held.state.recommendations == ()

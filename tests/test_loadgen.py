@@ -56,3 +56,26 @@ def test_cli_run_json(stub, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["requests"] > 0 and (tmp_path / "l.csv").exists()
+
+
+def test_without_keepalive_every_request_opens_its_own_connection():
+    """Behind a Service, kube-proxy balances connections: --no-keepalive spreads requests over replicas that appear later."""
+    app_ = create_app(StubConfig(time_scale=0.05))
+    ports: list[int] = []
+
+    @app_.middleware("http")
+    async def remember(request, call_next):  # the client's port names the connection
+        if request.url.path.startswith("/v1/"):
+            ports.append(request.client.port)
+        return await call_next(request)
+
+    handle = run_server_in_thread(app_, port=0, lifespan="on")
+    try:
+        workload = small_workload(n=12, gap=0.05, output=4)
+        assert all(r.ok for r in asyncio.run(replay(handle.url, workload, keepalive=False)))
+        assert len(ports) == 12 and len(set(ports)) == 12
+        ports.clear()
+        assert all(r.ok for r in asyncio.run(replay(handle.url, workload)))
+        assert len(set(ports)) < 12  # with keep-alive, sequential requests reuse connections
+    finally:
+        handle.stop()

@@ -12,7 +12,7 @@ from simulator.engine.replica import EngineConfig
 from simulator.evaluation.oracle import oracle, schedule_for_capacity
 from simulator.runner import simulate
 from simulator.workloads.workload import Workload
-from tests.toy import AffineLatency
+from tests.toy import AffineLatency, poisson_workload
 
 POOL = NodePool(gpus_per_node=8, initial_nodes=1, max_nodes=1)
 CONFIG = ClusterConfig(pools=(POOL,), lifecycle=PodLifecycle(image_pull_s=10, image_pull_cached_s=2, model_load_s=20, jitter=0.0))
@@ -58,3 +58,18 @@ def test_oracle_meets_target_and_costs_no_more_than_any_fixed_fleet_that_does():
 def test_oracle_rejects_bad_target():
     with pytest.raises(ValueError, match="target_attainment"):
         oracle(burst_workload(), CONFIG, POOLS, target_attainment=1.5)
+
+
+def test_the_oracle_runs_on_a_32_replica_cluster_that_starts_above_its_initial_nodes():
+    """Four 8-GPU nodes, one present at the start: a schedule that starts above 8 replicas warm-starts the
+    nodes it needs (as if they had been running)."""
+    pool = NodePool(gpus_per_node=8, initial_nodes=1, max_nodes=4, provisioning_delay_s=60)
+    config = ClusterConfig(pools=(pool,), lifecycle=PodLifecycle(image_pull_s=10, image_pull_cached_s=2, model_load_s=20, jitter=0.0))
+    pools = (PoolRuntime(pool, AffineLatency(scale=3.0), EngineConfig(kv_capacity_tokens=60_000, max_num_seqs=32), 1 / 3600),)
+    workload = poisson_workload(rate=300, duration=240, seed=3, prompt=(100, 400), output=(10, 60))
+    found = oracle(workload, config, pools, target_attainment=0.9, max_replicas=32, iterations=3)
+    assert found.schedule[0] > 8 and found.result.summary()["slo_attainment"] >= 0.9
+    heavy = simulate(workload, config, replicas=16, pools=pools)  # the warm start beyond one node
+    assert heavy.timeline.ready[0] == 16
+    with pytest.raises(ValueError, match="exceeds the GPUs the node pools can hold"):
+        simulate(workload, config, replicas=33, pools=pools)

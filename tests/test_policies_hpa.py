@@ -11,6 +11,7 @@ import math
 
 import pytest
 
+from controller.load import PodGroups, group_pods, pod_groups
 from controller.policies.base import PolicyContext
 from controller.policies.hpa import (
     DEFAULT_SCALE_DOWN,
@@ -19,7 +20,12 @@ from controller.policies.hpa import (
     HpaScalingPolicy,
     HpaScalingRules,
     HpaState,
+    Tolerances,
+    calc_plain_metric_replicas,
+    convert_with_rules,
     metric_replicas,
+    milli,
+    rate_limit,
     scale_down_limit,
     scale_up_limit,
 )
@@ -31,7 +37,7 @@ def ctx(now: float = 0.0, current: int = 1, lo: int = 1, hi: int = 100) -> Polic
 
 def load(total_requests: float, ready: int, starting: int = 0) -> dict[str, float]:
     """A snapshot with ``total_requests`` running over ``ready`` replicas."""
-    return {"requests_running": float(total_requests), "requests_waiting": 0.0,
+    return {"requests_running": float(total_requests), "requests_waiting": 0.0, "replicas_desired": float(ready + starting),
             "replicas_ready": float(ready), "replicas_starting": float(starting)}
 
 
@@ -104,7 +110,7 @@ def test_missing_metrics_count_as_target_on_scale_down_and_zero_on_scale_up():
 
 
 def test_no_ready_pod_is_an_error():
-    with pytest.raises(ValueError, match="at least one pod"):
+    with pytest.raises(ValueError, match="did not receive metrics for targeted pods"):
         metric_replicas(10, 100, ready=0, missing=0, current=1)
 
 
@@ -168,7 +174,7 @@ def test_default_scale_up_is_the_larger_of_100_percent_and_4_pods_per_15_s():
 
 
 def test_default_scale_up_in_the_policy():
-    hpa = HpaPolicy("requests_per_replica", 1.0)
+    hpa = HpaPolicy("requests_per_replica", 1.0, HpaBehavior())
     # 20 requests on 2 ready replicas (target 1 each); new replicas are still starting, counted as 0:
     # the raw recommendation is 20 / 1 = 20 whatever the replica count.
     # t=0, 2 replicas: limit max(ceil(2 * 2), 2 + 4) = 6 -> 6.
@@ -221,7 +227,7 @@ def test_scale_down_of_10_percent_per_minute_counts_the_period_from_its_start():
 
 
 def test_default_scale_down_stabilization_window_is_300_s():
-    hpa = HpaPolicy("requests_per_replica", 10.0)
+    hpa = HpaPolicy("requests_per_replica", 10.0, HpaBehavior())
     # 10 replicas at target (100 requests), then the load falls to 40 in all: raw ceil(0.4 * 10) = 4.
     steps = [(0, 10, load(100, 10))] + [(t, 10, load(40, 10)) for t in range(15, 301, 15)] + [(315, 10, load(40, 10))]
     proposals = run(hpa, steps)
@@ -247,7 +253,7 @@ def test_scale_up_stabilization_window_takes_the_lowest_recent_recommendation():
 
 
 def test_state_is_immutable_and_pruned():
-    hpa = HpaPolicy("requests_per_replica", 10.0)
+    hpa = HpaPolicy("requests_per_replica", 10.0, HpaBehavior())
     state = hpa.initial_state()
     _, s1 = hpa.decide(load(100, 2), ctx(0, 2), state)
     _, s2 = hpa.decide(load(100, 2), ctx(10, 6), s1)
@@ -267,3 +273,302 @@ def test_invalid_parameters_are_rejected():
         HpaScalingPolicy("Replicas", 1, 15)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="select_policy"):
         HpaScalingRules(0, "Sometimes")  # type: ignore[arg-type]
+
+
+# ------------------------------------------- kubernetes/kubernetes, ported cases
+# replica_calculator_test.go, the per-pod ("podMetric", GetMetricReplicas) cases: levels are the pods'
+# milli-values, one per pod with a sample; the other pods of currentReplicas are missing.
+@pytest.mark.parametrize(("name", "current", "levels", "target", "tolerances", "expected", "usage"), [
+    ("TestReplicaCalcScaleUpCM", 3, [20000, 10000, 30000], 15000, None, 4, 20000),
+    # Not Ready but Running with a sample: ready for a non-CPU metric. 30000 / 15000 = 2 -> 6.
+    ("TestReplicaCalcScaleUpCMUnreadyHotCpuNoLessScale", 3, [50000, 10000, 30000], 15000, None, 6, 30000),
+    ("TestReplicaCalcScaleUpCMUnreadyHotCpuScaleWouldScaleDown", 3, [50000, 15000, 30000], 15000, None, 7, 31666),
+    ("TestReplicaCalcScaleDownCM", 5, [12000] * 5, 20000, None, 3, 12000),
+    ("TestReplicaCalcToleranceCM", 3, [20000, 21000, 21000], 20000, None, 3, 20666),
+    ("TestReplicaCalcConfigurableToleranceCM", 3, [20000, 21000, 21000], 20000, (0.1, 0.01), 4, 20666),
+    # 2 of 5 pods missing: at target on a scale-down, 0 on a scale-up; the ratio is 1.0 -> no change.
+    ("TestPlainMetricReplicaCalcMissingMetricsNoChangeEq", 5, [20000, 19000, 21000], 20000, None, 5, 20000),
+    # 3 running pods during a rolling update with max surge, 2 with a sample: (20000 + 17000) // 3 / 17000
+    # = 0.7254 -> ceil(2.18) = 3 > 2 current on a scale-down ratio: keep 2.
+    ("TestReplicaCalcDuringRollingUpdateWithMaxSurgeCM", 2, [10000, 10000], 17000, None, 2, 10000),
+])
+def test_kubernetes_replica_calculator_cases(name, current, levels, target, tolerances, expected, usage):
+    pods = current if name != "TestReplicaCalcDuringRollingUpdateWithMaxSurgeCM" else 3
+    tol = Tolerances(*tolerances) if tolerances else Tolerances()
+    replicas, got_usage = calc_plain_metric_replicas(sum(levels), target, len(levels), current, tol, missing=pods - len(levels))
+    assert (replicas, got_usage) == (expected, usage), name
+
+
+@pytest.mark.parametrize(("name", "pods", "ready", "unready", "missing"), [
+    ("void", [], 0, 0, 0),
+    ("count in a ready pod - memory", [("Succeeded", False, True)], 1, 0, 0),
+    ("a missing pod", [("Succeeded", False, False)], 0, 0, 1),
+    ("pending pods are unreadied", [("Pending", False, False)], 0, 1, 0),
+    ("ignore pods with deletion timestamps", [("Pending", True, True)], 0, 0, 0),
+    ("ignore pods in a failed state", [("Failed", False, True)], 0, 0, 0),
+])
+def test_kubernetes_group_pods_cases(name, pods, ready, unready, missing):
+    """TestGroupPods, the cases that hold for a metric other than CPU (readiness plays no part there)."""
+    assert group_pods(pods) == PodGroups(ready, unready, missing), name
+
+
+@pytest.mark.parametrize(("current", "desired", "lo", "hi", "expected", "condition"), [
+    (5, 7, 3, 8, 7, "DesiredWithinRange"),
+    (3, 1, 2, 8, 2, "TooFewReplicas"),
+    (20, 1000, 1, 10, 10, "TooManyReplicas"),
+    (3, 1000, 1, 2000, 6, "ScaleUpLimit"),  # calculateScaleUpLimit(3) = max(2 x 3, 4)
+])
+def test_kubernetes_convert_desired_replicas_with_rules(current, desired, lo, hi, expected, condition):
+    """TestConvertDesiredReplicasWithRules (horizontal_test.go). Its case "1 is minLimit because
+    hpaMinReplicas < 1" belongs to an older release; today's code takes minReplicas as it is."""
+    assert convert_with_rules(current, desired, lo, hi) == (expected, condition)
+
+
+# ------------------------------------------------------------- the legacy path
+def test_without_behavior_scale_up_is_at_most_double_or_four():
+    """The issue's numbers: at 10x the target, 1 replica goes to 4 and 2 go to 4 (kube's legacy
+    path), not 5 and 6 (the behavior defaults)."""
+    hpa = HpaPolicy("requests_per_replica", 1.0)
+    assert hpa.decide(load(10, 1), ctx(0, 1), hpa.initial_state())[0].replicas == 4
+    assert hpa.decide(load(20, 2), ctx(0, 2), hpa.initial_state())[0].replicas == 4
+    # 8 replicas: max(16, 4) = 16.
+    assert hpa.decide(load(800, 8), ctx(0, 8), hpa.initial_state())[0].replicas == 16
+    with_defaults = HpaPolicy("requests_per_replica", 1.0, HpaBehavior())
+    assert with_defaults.decide(load(10, 1), ctx(0, 1), with_defaults.initial_state())[0].replicas == 5
+
+
+def test_without_behavior_scale_down_is_unlimited_after_the_window_cutoff_included():
+    """stabilizeRecommendation keeps recommendations at the cutoff (only older ones are dropped);
+    then no rate limit: 10 -> 4 at once."""
+    hpa = HpaPolicy("requests_per_replica", 10.0)
+    steps = [(0, 10, load(100, 10))] + [(t, 10, load(40, 10)) for t in range(15, 316, 15)]
+    proposals = run(hpa, steps)
+    assert proposals[:-1] == [10] * (len(steps) - 1)  # t=300: the t=0 recommendation is at the cutoff
+    assert proposals[-1] == 4
+
+
+def test_several_metrics_take_the_largest_and_refuse_a_scale_down_on_an_invalid_one():
+    """computeReplicasForMetrics: max over metrics; an invalid metric allows a scale-up only."""
+    hpa = HpaPolicy("requests_per_replica", 10.0, extra_metrics=(("kv_cache_usage", 0.5),))
+    both = {**load(40, 4), "kv_cache_usage": 0.75}  # 10 per pod -> 4; 0.75 / 0.5 -> 6
+    assert hpa.decide(both, ctx(0, 4), hpa.initial_state())[0].replicas == 6
+    up = load(80, 4)  # kv missing, requests say 8: a scale-up goes ahead
+    assert hpa.decide(up, ctx(0, 4), hpa.initial_state())[0].replicas == 8
+    down = load(10, 4)  # requests say 1: refused
+    assert not hpa.decide(down, ctx(0, 4), hpa.initial_state())[0].valid
+    assert set(hpa.required_signals) == {"requests_running", "requests_waiting", "kv_cache_usage"}
+
+
+def test_per_direction_tolerances_from_behavior():
+    """behavior.scaleUp.tolerance / scaleDown.tolerance override the flag's 0.1 (HPAConfigurableTolerance)."""
+    up = HpaScalingRules(0, "Max", HpaBehavior().scale_up.policies, tolerance=0.01)
+    hpa = HpaPolicy("requests_per_replica", 20.0, HpaBehavior(scale_up=up))
+    assert hpa.tolerances == Tolerances(0.1, 0.01)
+    # 62 requests on 3 pods: 20666 // 20000 = 1.033, outside 1%: ceil(3.1) = 4.
+    assert hpa.decide(load(62, 3), ctx(0, 3), hpa.initial_state())[0].replicas == 4
+    assert HpaPolicy("requests_per_replica", 20.0).decide(load(62, 3), ctx(0, 3), HpaState())[0].replicas == 3
+
+
+def test_the_tolerance_boundary_is_inside():
+    """isWithin: 1 - down <= ratio <= 1 + up, both ends included."""
+    assert Tolerances(0.1, 0.1).within(1.1) and Tolerances(0.1, 0.1).within(0.9)
+    assert not Tolerances(0.1, 0.1).within(1.1000001)
+    # 33 requests on 3 pods at target 10: 11000 / 10000 = 1.1 exactly -> no change.
+    assert metric_replicas(11, 10, ready=3, missing=0, current=3) == 3
+    assert metric_replicas(9, 10, ready=3, missing=0, current=3) == 3
+
+
+def test_pod_groups_from_the_snapshot():
+    """Pending pods are unready, the other pods without a sample missing; draining pods are not counted."""
+    snapshot = {"replicas_desired": 6.0, "replicas_ready": 3.0, "replicas_reporting": 3.0, "replicas_pending": 2.0}
+    assert pod_groups(snapshot) == PodGroups(3, 2, 1)
+    # Without the Pending count, every pod without a sample is unready (left out of a scale-down).
+    assert pod_groups({"replicas_desired": 6.0, "replicas_ready": 3.0}) == PodGroups(3, 3, 0)
+    # 3 with a sample at 5 each (target 10) and 1 loading its model: (15000 + 10000) // 4 / 10000
+    # = 0.625 -> ceil(2.5) = 3 (not ceil(0.5 x 3) = 2).
+    hpa = HpaPolicy("requests_per_replica", 10.0)
+    snapshot = {**load(15, 3), "replicas_desired": 4.0, "replicas_reporting": 3.0, "replicas_pending": 0.0}
+    assert hpa.metric_proposal(snapshot, "requests_per_replica", 10.0, 4)[0] == 3
+    snapshot["replicas_pending"] = 1.0  # the fourth pod is Pending instead: left out -> ceil(0.5 x 3) = 2
+    assert hpa.metric_proposal(snapshot, "requests_per_replica", 10.0, 4)[0] == 2
+
+
+def test_integer_periods_and_non_empty_policies():
+    with pytest.raises(ValueError, match="integers"):
+        HpaScalingPolicy("Pods", 1, 15.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one policy"):
+        HpaScalingRules(0, "Max", ())
+    with pytest.raises(ValueError, match="1800"):
+        HpaScalingPolicy("Pods", 1, 1801)
+
+
+def test_percent_policies_round_up_for_growth_and_down_for_shrinking():
+    """calculateScaleUpLimitWithScalingRules takes ceil(start x (1 + p)); ...WithBehaviors int(start x (1 - p))."""
+    up = HpaScalingRules(0, "Max", (HpaScalingPolicy("Percent", 50, 60),))
+    assert scale_up_limit(3, (), 0.0, up) == 5  # ceil(4.5)
+    down = HpaScalingRules(0, "Max", (HpaScalingPolicy("Percent", 50, 60),))
+    assert scale_down_limit(3, (), 0.0, down) == 1  # int(1.5)
+    # Events inside the period move its start: 3 replicas now, +1 twenty seconds ago -> start 2 -> ceil(3.0) = 3.
+    assert scale_up_limit(3, ((-20.0, 1),), 0.0, up) == 3
+    # An event exactly one period old has left it (only events after now - period count).
+    assert scale_up_limit(3, ((-60.0, 1),), 0.0, up) == 5
+
+
+# ------------------------------------------------------------ exact edges
+def test_rate_limit_branches_and_their_reasons():
+    b = HpaBehavior(HpaScalingRules(0, "Max", (HpaScalingPolicy("Pods", 2, 60),)), HpaScalingRules(0, "Max", (HpaScalingPolicy("Pods", 2, 60),)))
+    assert rate_limit(9, 4, 0.0, (), b, 1, 10) == (6, "ScaleUpLimit")
+    assert rate_limit(6, 4, 0.0, (), b, 1, 10) == (6, "DesiredWithinRange")  # exactly the limit
+    assert rate_limit(9, 4, 0.0, (), b, 1, 6) == (6, "TooManyReplicas")  # max equals the limit
+    assert rate_limit(9, 4, 0.0, (), b, 1, 5) == (5, "TooManyReplicas")
+    assert rate_limit(1, 6, 0.0, (), b, 1, 10) == (4, "ScaleDownLimit")
+    assert rate_limit(4, 6, 0.0, (), b, 1, 10) == (4, "DesiredWithinRange")
+    assert rate_limit(1, 6, 0.0, (), b, 4, 10) == (4, "TooFewReplicas")  # min equals the limit
+    assert rate_limit(1, 6, 0.0, (), b, 5, 10) == (5, "TooFewReplicas")
+    assert rate_limit(6, 6, 0.0, (), b, 1, 10) == (6, "DesiredWithinRange")
+    # Limits below current (events used the period up) do not scale the other way.
+    used = ((-10.0, 2),)
+    assert rate_limit(9, 6, 0.0, used, b, 1, 10) == (6, "ScaleUpLimit")
+
+
+def test_convert_with_rules_edges():
+    assert convert_with_rules(3, 2, 2, 8) == (2, "DesiredWithinRange")  # exactly min
+    assert convert_with_rules(3, 6, 1, 10) == (6, "DesiredWithinRange")  # exactly max(2 x 3, 4)
+    assert convert_with_rules(3, 9, 1, 6) == (6, "TooManyReplicas")  # maxReplicas equals the scale-up limit
+    assert convert_with_rules(1, 9, 1, 10) == (4, "ScaleUpLimit")
+
+
+def test_calc_plain_metric_replicas_edges():
+    t = 10_000
+    # Unready pods at exactly the target do not rebalance: the ratio is 1 -> no change.
+    assert calc_plain_metric_replicas(2 * t, t, 2, 4, unready=2) == (4, t)
+    # Missing pods on a scale-up (1.5) count as 0: (3 t) // 4 / t = 0.75 flips the direction -> keep 4.
+    assert calc_plain_metric_replicas(3 * t, t, 2, 4, missing=2) == (4, 15_000)
+    # The average is an integer division in milli-units: 3001 // 3 = 1000 is exactly the target.
+    assert calc_plain_metric_replicas(3001, 1000, 2, 3, Tolerances(0.0, 0.0), unready=1) == (3, 1500)
+    # Scale-up ratio but fewer replicas than now (pods counted: 3; current 10) -> keep 10.
+    assert calc_plain_metric_replicas(36_000, t, 2, 10, unready=1) == (10, 18_000)
+    # No missing pods unless said so.
+    assert calc_plain_metric_replicas(60_000, 15_000, 3, 3) == (4, 20_000)
+    with pytest.raises(ValueError, match=r"^did not receive metrics for targeted pods \(pods might be unready\)$"):
+        calc_plain_metric_replicas(1, 1, 0, 1)
+
+
+def test_milli_rounds_up_but_ignores_float_noise():
+    assert milli(1.0) == 1000 and milli(0.0004) == 1 and milli(0.015) == 15
+    assert milli(1.0000000001) == 1000  # noise below a millionth of a milli-unit
+    assert milli(1.0000011) == 1001
+
+
+def test_percent_limits_use_a_hundred():
+    up = HpaScalingRules(0, "Max", (HpaScalingPolicy("Percent", 100, 15),))
+    assert scale_up_limit(101, (), 0.0, up) == 202
+    down = HpaScalingRules(0, "Max", (HpaScalingPolicy("Percent", 50, 15),))
+    assert scale_down_limit(101, (), 0.0, down) == 50  # int(50.5)
+
+
+def test_scaling_policy_and_rules_bounds_and_messages():
+    assert HpaScalingPolicy("Pods", 1, 1).value == 1 and HpaScalingPolicy("Percent", 1, 1800).period_s == 1800
+    with pytest.raises(ValueError, match=r"^HPA scaling policy needs value > 0 and 0 < periodSeconds <= 1800, got 0, 15$"):
+        HpaScalingPolicy("Pods", 0, 15)
+    with pytest.raises(ValueError, match="got 1, 0$"):
+        HpaScalingPolicy("Pods", 1, 0)
+    with pytest.raises(ValueError, match=r"^HPA scaling policy type must be Pods or Percent, got 'Replicas'$"):
+        HpaScalingPolicy("Replicas", 1, 15)  # type: ignore[arg-type]
+    pods = (HpaScalingPolicy("Pods", 1, 15),)
+    assert HpaScalingRules(3600, "Max", pods).stabilization_window_s == 3600 and HpaScalingRules(0, "Max", pods, 0.0).tolerance == 0.0
+    with pytest.raises(ValueError, match=r"^stabilization_window_s must be an integer in \[0, 3600\], got 3601$"):
+        HpaScalingRules(3601, "Max", pods)
+    with pytest.raises(ValueError, match=r"^stabilization_window_s must be an integer in \[0, 3600\], got 1.5$"):
+        HpaScalingRules(1.5, "Max", pods)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^stabilization_window_s must be an integer in \[0, 3600\], got -1$"):
+        HpaScalingRules(-1, "Max", pods)
+    with pytest.raises(ValueError, match=r"^HPA scaling rules need at least one policy$"):
+        HpaScalingRules(0, "Max", ())
+    with pytest.raises(ValueError, match=r"^HPA tolerance must be >= 0, got -0.1$"):
+        HpaScalingRules(0, "Max", pods, -0.1)
+    with pytest.raises(ValueError, match=r"^select_policy must be Max, Min or Disabled, got 'Sometimes'$"):
+        HpaScalingRules(0, "Sometimes", pods)  # type: ignore[arg-type]
+
+
+def test_hpa_policy_parameters_and_messages():
+    assert HpaPolicy("requests_per_replica", 1, tolerance=0.0, downscale_stabilization_s=0.0).tolerance == 0.0
+    with pytest.raises(ValueError, match=r"^HPA tolerance must be >= 0, got -1$"):
+        HpaPolicy("requests_per_replica", 1, tolerance=-1)
+    with pytest.raises(ValueError, match=r"^downscale_stabilization_s must be >= 0, got -1$"):
+        HpaPolicy("requests_per_replica", 1, downscale_stabilization_s=-1)
+    with pytest.raises(ValueError, match=r"^unknown HPA metric 'vibes'; choose one of requests_per_replica, running_per_replica, "):
+        HpaPolicy("vibes", 1)
+    with pytest.raises(ValueError, match=r"^HPA target must be positive, got 0$"):
+        HpaPolicy("kv_cache_usage", 0)
+    with pytest.raises(ValueError, match="unknown HPA metric 'x'"):
+        HpaPolicy("kv_cache_usage", 1, extra_metrics=(("x", 1.0),))
+
+
+def test_decide_explains_itself():
+    legacy = HpaPolicy("requests_per_replica", 10.0)
+    state = legacy.initial_state()
+    first, state = legacy.decide(load(80, 8), ctx(0, 8), state)
+    assert first.reasons == ("requests_per_replica=10 target=10 ready=8 unready=0 missing=0 -> 8",)
+    held, state = legacy.decide(load(8, 8), ctx(15, 8), state)
+    assert held.replicas == 8 and held.reasons[-1] == "ScaleDownStabilized: 1 -> 8"
+    up, _ = legacy.decide(load(200, 2), ctx(0, 2), legacy.initial_state())
+    assert up.replicas == 4 and up.reasons[-1] == "ScaleUpLimit: 20 -> 4"
+    steady, _ = legacy.decide(load(20, 2), ctx(0, 2), legacy.initial_state())
+    assert steady.reasons == ("requests_per_replica=10 target=10 ready=2 unready=0 missing=0 -> 2",)
+    assert legacy.decide(load(0, 20), ctx(0, 20, 1, 8), HpaState())[0].reasons == ("current 20 above maxReplicas 8",)
+    assert legacy.decide(load(0, 1), ctx(0, 1, 3, 8), HpaState())[0].reasons == ("current 1 below minReplicas 3",)
+    assert legacy.decide(load(0, 0), ctx(0, 0, 1, 8), HpaState())[0].reasons == ("ScalingDisabled: the target has zero replicas",)
+    none, _ = legacy.decide({"replicas_ready": 0.0}, ctx(0, 2), HpaState())
+    assert none.reasons == ("FailedGetPodsMetric: requests_per_replica unavailable (pods with a sample: 0)",)
+    up_window = HpaBehavior(scale_up=HpaScalingRules(30, "Max", HpaBehavior().scale_up.policies))
+    slow = HpaPolicy("requests_per_replica", 10.0, up_window)
+    proposal, _ = slow.decide(load(80, 4), ctx(0, 4), slow.initial_state())
+    assert proposal.replicas == 4 and proposal.reasons[-1] == "ScaleUpStabilized: 8 -> 4"
+    fast = HpaPolicy("requests_per_replica", 1.0, HpaBehavior())
+    proposal, _ = fast.decide(load(20, 2), ctx(0, 2), fast.initial_state())
+    assert proposal.reasons[-1] == "ScaleUpLimit: 20 -> 6"
+    down = HpaPolicy("requests_per_replica", 10.0, HpaBehavior(scale_down=HpaScalingRules(0, "Max", (HpaScalingPolicy("Pods", 1, 60),))))
+    proposal, _ = down.decide(load(10, 8), ctx(0, 8), down.initial_state())  # a 0 s window: the initial recommendation is gone
+    assert proposal.replicas == 7 and proposal.reasons[-1] == "ScaleDownLimit: 1 -> 7"
+
+
+def test_an_invalid_metric_does_not_block_holding_or_scaling_up():
+    hpa = HpaPolicy("requests_per_replica", 10.0, extra_metrics=(("kv_cache_usage", 0.5),))
+    held, _ = hpa.decide(load(40, 4), ctx(0, 4), hpa.initial_state())  # requests say exactly 4, kv missing
+    assert held.replicas == 4
+
+
+def test_scale_down_events_count_in_their_period():
+    """An observed scale-down (8 -> 4) is an event at the earlier call; 12 s later, inside a 15 s period,
+    the period started at 8 and 100 % down leaves room to 0, yet with Pods 1 per 15 s only 8 - 1 = 7."""
+    rules = HpaScalingRules(0, "Max", (HpaScalingPolicy("Pods", 1, 15),))
+    hpa = HpaPolicy("requests_per_replica", 10.0, HpaBehavior(scale_down=rules))
+    _, state = hpa.decide(load(10, 8), ctx(0, 8), HpaState(last_replicas=8, last_time_s=-100.0))
+    proposal, state = hpa.decide(load(10, 4), ctx(12, 4), state)
+    assert state.events == ((0.0, -4),) and proposal.replicas == 4  # the period's start is 8: 8 - 1 = 7 > 4 -> hold 4
+
+
+def test_more_pods_than_replicas_during_a_surge():
+    """3 pods with a sample at 1.2 x target and 1 missing, 3 replicas in the scale (a rolling update's
+    surge pod): the missing pod counts as 0 on this scale-up, (36000 // 4) / 10000 = 0.9 flips the
+    direction -> keep 3 (ignoring it, or not adding it to the pods, would give 4)."""
+    assert calc_plain_metric_replicas(36_000, 10_000, 3, 3, missing=1) == (3, 12_000)
+
+
+def test_tolerances_object_is_passed_through():
+    assert metric_replicas(62 / 3, 20, ready=3, missing=0, current=3, tolerance=Tolerances(0.1, 0.01)) == 4
+
+
+def test_behavior_scale_down_stabilized_reason():
+    hpa = HpaPolicy("requests_per_replica", 10.0, HpaBehavior())
+    _, state = hpa.decide(load(100, 10), ctx(0, 10), hpa.initial_state())
+    proposal, _ = hpa.decide(load(40, 10), ctx(15, 10), state)
+    assert proposal.replicas == 10 and proposal.reasons[-1] == "ScaleDownStabilized: 4 -> 10"
+
+
+def test_dump_state_keeps_the_recommendation_at_the_legacy_cutoff():
+    hpa = HpaPolicy("requests_per_replica", 10.0)
+    assert hpa.dump_state(HpaState(((0.0, 9), (300.0, 2)), (), 2, 300.0)) == {"hold": 9}
+    assert hpa.dump_state(HpaState(((0.0, 9), (301.0, 2)), (), 2, 301.0)) == {"hold": 2}
+    assert hpa.dump_state(HpaState()) == {}

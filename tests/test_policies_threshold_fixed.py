@@ -43,7 +43,14 @@ def test_threshold_without_token_rates_has_no_proposal():
     policy = ThresholdPolicy(25_000, 10_000)
     proposal, _ = policy.decide({"replicas_ready": 2.0}, ctx(2), None)
     assert not proposal.valid
-    assert policy.required_signals == ("prompt_token_rate", "generation_token_rate")
+    # Through decide, a missing token rate makes the snapshot stale: the stale rule holds the replicas.
+    from controller.autoscaling import Autoscaler, decide
+    from controller.guardrails import Behavior
+
+    autoscaler = Autoscaler(policy, Behavior(1, 8, scale_down_stabilization_s=0))
+    snapshot = {"requests_running": 1.0, "requests_waiting": 0.0, "replicas_ready": 4.0, "prompt_token_rate": 10.0}
+    record, _ = decide(autoscaler, snapshot, 0.0, 4, autoscaler.initial_state())
+    assert record.stale and record.final == 4 and "generation_token_rate" in record.policy_reasons[-1]
 
 
 def test_threshold_rejects_inverted_bands_and_bad_steps():
@@ -60,3 +67,25 @@ def test_fixed_is_constant():
         assert proposal.replicas == 3 and state is None
     with pytest.raises(ValueError, match="replicas"):
         FixedPolicy(-1)
+
+
+def test_threshold_edges_are_inside_the_band():
+    """Strictly above scale_up_tpm adds, strictly below scale_down_tpm removes: the edges hold."""
+    policy = ThresholdPolicy(scale_up_tpm=30_000, scale_down_tpm=6_000, step_up=1, step_down=2)
+    assert policy.decide(tokens(600, 400, 2), ctx(4), None)[0].replicas == 4  # exactly 30,000
+    assert policy.decide(tokens(100, 100, 2), ctx(4), None)[0].replicas == 4  # exactly 6,000
+    assert policy.decide(tokens(100, 99, 2), ctx(4), None)[0].replicas == 2  # 5,970: -2
+    up = policy.decide(tokens(601, 400, 2), ctx(4), None)[0]
+    assert up.replicas == 5 and up.reasons == ("30030 tokens/min/replica > 30000",)
+    assert policy.decide(tokens(100, 99, 2), ctx(4), None)[0].reasons == ("5970 tokens/min/replica < 6000",)
+    assert policy.decide(tokens(300, 100, 2), ctx(4), None)[0].reasons == ("12000 tokens/min/replica within thresholds",)
+    assert policy.decide({}, ctx(4), None)[0].reasons == ("token rates unavailable",)
+
+
+def test_threshold_parameter_bounds_and_messages():
+    assert ThresholdPolicy(10, 0).scale_down_tpm == 0  # a zero lower band is allowed
+    assert ThresholdPolicy(10, 0.5).scale_down_tpm == 0.5
+    with pytest.raises(ValueError, match=r"^need 0 <= scale_down_tpm < scale_up_tpm, got 10, 10$"):
+        ThresholdPolicy(10, 10)
+    with pytest.raises(ValueError, match=r"^steps must be >= 1$"):
+        ThresholdPolicy(10, 5, step_down=0)

@@ -444,3 +444,28 @@ def test_reader_rejects_bad_settings(tmp_path: Path) -> None:
 
 def test_empty_read_sends_nothing() -> None:
     assert PrometheusReader(f"http://127.0.0.1:{free_port()}").read([]) == {}
+
+
+@needs_prometheus
+def test_on_demand_signals_on_real_prometheus(reader: PrometheusReader, stack: PrometheusServer) -> None:
+    """Pods reporting (a count: 0 without series), the KPA's window averages of 1 s points, and the
+    activation signal from a gateway gauge shaped like the twin's, each only where a target asks."""
+    ex = stack.exporter
+    assert ex is not None
+    ex.set_gauge(sig.GATEWAY_METRIC, 7, TARGET_B)
+    stack.wait_for_samples(sig.GATEWAY_METRIC, 2)
+    windows = {"stable_window": 4, "panic_window": 2}
+    wants = (sig.REPLICAS_REPORTING, sig.CONCURRENCY_STABLE, sig.CONCURRENCY_PANIC)
+    activation = {sig.GATEWAY_PENDING: f"sum({sig.GATEWAY_METRIC}{{{{sel}}}})"}
+    snap = reader.read([TargetQuery("a", TARGET_A.matchers, wants=wants, windows=windows),
+                        TargetQuery("b", TARGET_B.matchers, activation, wants=wants, windows=windows),
+                        TargetQuery("missing", MISSING, wants=wants, windows=windows),
+                        TargetQuery("plain", TARGET_A.matchers)])
+    assert snap["a"][sig.REPLICAS_REPORTING] == 2 and snap["b"][sig.REPLICAS_REPORTING] == 1
+    assert snap["missing"][sig.REPLICAS_REPORTING] == 0  # no series: no pod reports (not NaN)
+    # Constant gauges: the averages over any window are the sums, running + waiting.
+    assert snap["a"][sig.CONCURRENCY_STABLE] == pytest.approx(3 + 1 + 4 + 2) and snap["a"][sig.CONCURRENCY_PANIC] == pytest.approx(10)
+    assert snap["b"][sig.CONCURRENCY_PANIC] == pytest.approx(5)
+    assert math.isnan(snap["missing"][sig.CONCURRENCY_STABLE])
+    assert snap["b"][sig.GATEWAY_PENDING] == 7 and sig.GATEWAY_PENDING not in snap["a"]
+    assert list(snap["plain"]) == list(sig.SIGNAL_NAMES)  # nothing on demand unless asked

@@ -72,7 +72,8 @@ def test_streaming_chat_with_usage(client):
 
 
 def test_stream_interval_batches_tokens_after_the_first():
-    handle = run_server_in_thread(create_app(StubConfig(served_model_name=MODEL, time_scale=0.2, stream_interval=8)), port=0, lifespan="on")
+    # time_scale 0.5: a token about every 3 ms of wall time, a few per 10 ms driver tick, so the first chunk leaves before 8 are ready
+    handle = run_server_in_thread(create_app(StubConfig(served_model_name=MODEL, time_scale=0.5, stream_interval=8)), port=0, lifespan="on")
     try:
         client = openai.OpenAI(base_url=f"{handle.url}/v1", api_key="unused", max_retries=0, timeout=30)
         stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=50, stream=True)

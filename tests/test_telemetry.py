@@ -27,7 +27,7 @@ def test_exposition_declares_exactly_the_controller_metrics() -> None:
     text = ControllerMetrics().exposition()[0].decode()
     declared = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert {n for n in declared if not n.endswith("_created")} == set(METRIC_NAMES)
-    assert len(METRIC_NAMES) == 11
+    assert len(METRIC_NAMES) == 14
 
 
 def test_decision_sets_gauges_and_counts_by_reason_code() -> None:
@@ -41,6 +41,18 @@ def test_decision_sets_gauges_and_counts_by_reason_code() -> None:
     assert get("kis_controller_decisions_total", {**labels, "reason": "DesiredWithinRange"}) == 1
     assert get("kis_controller_desired_replicas", labels) == 3
     assert get("kis_controller_current_replicas", labels) == 4
+
+
+def test_a_learned_policy_falling_back_to_its_planner_is_counted_by_reason() -> None:
+    import dataclasses
+
+    m = ControllerMetrics()
+    m.observe_decision("default", "llama", dataclasses.replace(_record(4, 6, "ScaleUp"), fallback="out_of_range"))
+    m.observe_decision("default", "llama", _record(6, 6, "NoChange"))
+    get = m.registry.get_sample_value
+    labels = {"namespace": "default", "autoscaler": "llama"}
+    assert get("kis_controller_policy_fallbacks_total", {**labels, "reason": "out_of_range"}) == 1
+    assert get("kis_controller_policy_fallbacks_total", {**labels, "reason": "actor_error"}) is None
 
 
 def test_instances_do_not_share_state() -> None:
@@ -189,3 +201,13 @@ def test_bad_logging_settings_are_rejected(restore_logging: None) -> None:
         configure_logging("xml", "info")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="log level"):
         configure_logging("json", "loud")
+
+
+def test_last_progress_is_read_at_scrape_time() -> None:
+    m = ControllerMetrics()
+    progress = [1_800_000_000.0]
+    m.bind_progress(lambda: progress[0], 15.0)
+    assert m.registry.get_sample_value("kis_controller_last_progress_seconds") == 1_800_000_000.0
+    progress[0] += 30
+    assert m.registry.get_sample_value("kis_controller_last_progress_seconds") == 1_800_000_030.0
+    assert m.registry.get_sample_value("kis_controller_interval_seconds") == 15.0

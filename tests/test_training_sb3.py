@@ -27,10 +27,19 @@ def test_train_logs_and_artifact_round_trip(tmp_path, algo):
     artifact = tmp_path / "artifact"
     meta = json.loads((artifact / "metadata.json").read_text())
     assert meta["action"] == {"kind": "step", "steps": [-1, 0, 1]}
-    assert meta["observation_context"] == {"max_replicas": 4}
+    assert meta["planner"]["target_utilization"] == 0.8 and meta["capacity"]["maxRps"]
     assert meta["provenance"]["algorithm"] == algo and meta["provenance"]["seed"] == 3
     assert sorted(p.name for p in artifact.iterdir()) == ["metadata.json", "policy.onnx"]  # one self-contained model file
     loaded = load_artifact(artifact)  # the controller's loader: from bytes, no torch
+    # the feature range is what training saw: observations of another episode of the same traffic fall inside it,
+    # an observation at the clip limit does not
+    env, inside = heavy_env(), []
+    obs, _ = env.reset(seed=99)
+    for action in [2, 1, 1, 0, 1, 2, 1, 1]:
+        inside.append(not loaded.feature_range.outside(obs))
+        obs, *_ = env.step(action)
+    assert np.mean(inside) >= 0.75
+    assert loaded.feature_range.outside(np.full(model.observation_space.shape[0], 10.0))
     obs = np.random.default_rng(0).uniform(-3, 3, size=(1000, model.observation_space.shape[0])).astype(np.float32)
     onnx_actions = loaded.actions(obs)
     torch_actions, _ = model.predict(obs, deterministic=True)

@@ -1,75 +1,127 @@
-"""A learned policy: a trained network run from its artifact (onnxruntime, no torch).
+"""A learned policy: a trained network acting around the planner, with a safe fallback.
 
-The observation is built by :func:`controller.observation.build_observation`,
-the same function the simulator trained on, with the artifact's
-``observation_context.max_replicas`` (the normalisation used in training;
-the controller's ``max_replicas`` when the artifact has none). Step actions
-map to ``current + step``, target actions to the target itself; the
-guardrails bound the result.
+Each decision:
+
+1. the planner (:class:`~controller.policies.planner.PlannerPolicy`, the one the
+   policy was trained with) assesses the snapshot: demand, forecast, capacity
+   and its own proposal;
+2. :func:`controller.observation.build_observation` turns the snapshot, the
+   target's context and the planner's view into the observation, the same
+   function the simulator trained on;
+3. **out of range**: when a feature leaves the range seen in training (by more
+   than the artifact's margin), the planner's proposal is taken instead and the
+   proposal says so (``fallback="out_of_range"``; the controller counts it);
+4. otherwise the actor (the artifact's network on onnxruntime, or the agent in
+   training) picks an action, mapped by :class:`~controller.artifact.ActionMap`:
+   ``residual`` (planner's proposal + step), ``step`` (current + step) or
+   ``target``; a scale-down while requests wait and the p95 TTFT is over the
+   SLO is held at the current replicas, as the planner does.
+
+The guardrails bound the result. Training and serving construct this same
+class; only the actor differs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 import numpy as np
 
-from controller.artifact import ArtifactError, PolicyArtifact
+from controller.artifact import ActionMap, ArtifactError, FeatureRange, PolicyArtifact
 from controller.decision import Proposal
-from controller.observation import ObservationContext, build_observation
+from controller.observation import ObservationInputs, build_observation
 from controller.policies.base import PolicyContext
+from controller.policies.planner import PlannerPolicy, PlannerState, overloaded
+
+
+class Actor(Protocol):
+    """What picks an action index for each observation row (a network, or an agent in training)."""
+
+    def actions(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
 class LearnedState:
-    """Decisions taken so far: with a seed, it names each stochastic draw, so replays match."""
+    """:param planner: the planner's state. :param decisions: decisions taken so far (it names each stochastic draw)."""
 
+    planner: PlannerState = PlannerState()
     decisions: int = 0
+
+
+@dataclass
+class PendingAction:
+    """An :class:`Actor` that returns the action an outside agent chose (training: the env sets it before each step)."""
+
+    action: int = 0
+
+    def actions(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        return np.full(len(np.atleast_2d(obs)), self.action, dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)
 class LearnedPolicy:
-    """The artifact's network as a :class:`~controller.policies.base.Policy`.
+    """A network acting around the planner.
 
-    :param artifact: a loaded :class:`~controller.artifact.PolicyArtifact`.
-    :param deterministic: take the highest-scoring action (default); otherwise sample from the
-        softmax of the scores with ``numpy.random.default_rng((seed, decision number))``.
+    :param actor: picks action indices from observations (:class:`~controller.artifact.PolicyArtifact` or :class:`PendingAction`).
+    :param action_map: what each action index means.
+    :param planner: the planner the policy was trained with (residual base, features, fallback).
+    :param feature_range: training bounds of the features; ``None`` disables the out-of-range fallback.
+    :param deterministic: take the highest-scoring action (default); otherwise sample with
+        ``numpy.random.default_rng((seed, decision number))``.
     :param seed: seed of the stochastic draws.
     """
 
-    artifact: PolicyArtifact
+    actor: Actor
+    action_map: ActionMap
+    planner: PlannerPolicy = field(default_factory=PlannerPolicy)
+    feature_range: FeatureRange | None = None
     deterministic: bool = True
     seed: int = 0
     name: str = "learned"
 
-    required_signals: ClassVar[tuple[str, ...]] = ()
+    required_signals: ClassVar[tuple[str, ...]] = PlannerPolicy.required_signals
+    #: Built on the planner's consolidation check and trained under the guardrails it is served with.
+    stabilizes_scale_down: ClassVar[bool] = True
+    #: Reads the target's capacity profile (``PolicyContext.capacity``).
+    reads_capacity: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        if not self.deterministic and self.artifact.output != "scores":
-            raise ArtifactError(f"policy artifact {self.artifact.path}: stochastic actions need a model that outputs scores")
+    @classmethod
+    def from_artifact(cls, artifact: PolicyArtifact, deterministic: bool = True, seed: int = 0) -> LearnedPolicy:
+        """The policy an artifact describes: its network, action map, planner and feature range."""
+        if not deterministic and artifact.output != "scores":
+            raise ArtifactError(f"policy artifact {artifact.path}: stochastic actions need a model that outputs scores")
+        return cls(artifact, artifact.action_map, PlannerPolicy(**artifact.planner), artifact.feature_range, deterministic, seed)
 
     def initial_state(self) -> LearnedState:
-        return LearnedState()
+        return LearnedState(self.planner.initial_state())
 
-    def observation(self, snapshot: Mapping[str, float], ctx: PolicyContext) -> np.ndarray:
-        """The observation vector the network sees for ``snapshot``."""
-        max_replicas = self.artifact.max_replicas or max(ctx.max_replicas, 1)
-        return build_observation(snapshot, ObservationContext(slo=ctx.slo, max_replicas=max_replicas))
+    def observe(self, snapshot: Mapping[str, float], ctx: PolicyContext,
+                state: LearnedState) -> tuple[np.ndarray, Proposal, PlannerState]:
+        """The observation of ``snapshot``, the planner's proposal and the planner's next state (pure)."""
+        assessment, planned, planner_state = self.planner.plan(snapshot, ctx, state.planner)
+        inputs = ObservationInputs(snapshot, ctx.slo, ctx.cold_start_s, ctx.current_replicas, assessment.needed_now,
+                                   assessment.needed_ahead, assessment.replica_rps, planned.replicas)
+        return build_observation(inputs), planned, planner_state
 
-    def predict(self, obs_batch: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """Action indices for a batch of observations ``[N, OBSERVATION_SIZE]`` (argmax unless ``rng``)."""
-        return self.artifact.actions(obs_batch, None if self.deterministic else rng)
-
-    def decide(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: LearnedState | None) -> tuple[Proposal, LearnedState]:
-        count = state.decisions if isinstance(state, LearnedState) else 0
-        rng = None if self.deterministic else np.random.default_rng((self.seed, count))
+    def decide(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: LearnedState) -> tuple[Proposal, LearnedState]:
+        if ctx.capacity is None:
+            return Proposal(None, ("no capacity profile: give spec.capacity (kis capacity) or an artifact with one",)), state
+        obs, planned, planner_state = self.observe(snapshot, ctx, state)
+        nxt = LearnedState(planner_state, state.decisions + 1)
+        if self.feature_range is not None:
+            outside = self.feature_range.outside(obs)
+            if outside:
+                reason = f"OutOfRange: {', '.join(outside)} outside the training range; the planner decides"
+                return Proposal(planned.replicas, (reason, *planned.reasons), fallback="out_of_range"), nxt
+        rng = None if self.deterministic else np.random.default_rng((self.seed, state.decisions))
         try:
-            action = int(self.predict(self.observation(snapshot, ctx)[None, :], rng)[0])
+            index = int(self.actor.actions(obs[None, :], rng)[0])
         except ArtifactError as exc:
-            return Proposal(None, (str(exc),)), LearnedState(count + 1)
-        value = self.artifact.action_values[action]
-        if self.artifact.action_kind == "step":
-            return Proposal(ctx.current_replicas + value, (f"action {action}: step {value:+d}",)), LearnedState(count + 1)
-        return Proposal(value, (f"action {action}: target {value}",)), LearnedState(count + 1)
+            return Proposal(planned.replicas, (f"ActorFailed: {exc}; the planner decides", *planned.reasons), fallback="actor_error"), nxt
+        replicas = self.action_map.replicas(index, ctx.current_replicas, planned.replicas)
+        reason = f"action {index}: {self.action_map.describe(index)}" + (f" (planner {planned.replicas})" if planned.valid else " (planner has none)")
+        if replicas is not None and replicas < ctx.current_replicas and overloaded(snapshot, ctx):
+            return Proposal(ctx.current_replicas, (reason, "requests wait and TTFT is over the SLO: no scale-down")), nxt
+        return Proposal(replicas, (reason,)), nxt

@@ -7,18 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from controller import signals as sig
+from controller import load
 from controller.decision import Proposal
 from controller.policies.base import PolicyContext
 
 
 def tokens_per_minute_per_replica(snapshot: Mapping[str, float]) -> float:
-    """60 x (prompt + generated tokens/s) / ready replicas; NaN when any input is missing."""
-    ready = snapshot.get(sig.REPLICAS_READY, math.nan)
-    prompt, generated = snapshot.get("prompt_token_rate", math.nan), snapshot.get("generation_token_rate", math.nan)
-    if not all(sig.is_usable(v) for v in (ready, prompt, generated)) or ready <= 0:
-        return math.nan
-    return 60.0 * (prompt + generated) / ready
+    """60 x (prompt + generated tokens/s) per pod with a sample; NaN when any input is missing."""
+    return 60.0 * load.per_replica(snapshot, ("prompt_token_rate", "generation_token_rate"))
 
 
 @dataclass(frozen=True)

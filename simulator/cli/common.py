@@ -38,7 +38,7 @@ def load_workload(
 
     try:
         if trace is not None:
-            workload = load_trace(trace, fmt, skip_bad_rows=skip_bad_rows)
+            workload = load_trace(trace, fmt, skip_bad_rows=skip_bad_rows, seed=seed)
             if duration_s is not None:
                 from simulator.workloads.ops import window
 

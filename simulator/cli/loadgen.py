@@ -28,6 +28,8 @@ def run_command(
     max_requests: int | None = typer.Option(None, "--max-requests", help="Stop after this many requests."),
     concurrency_limit: int = typer.Option(256, "--concurrency-limit", help="Most requests in flight (safety cap)."),
     timeout: float = typer.Option(120.0, "--timeout", help="Per-request timeout, seconds."),
+    keepalive: bool = typer.Option(True, "--keepalive/--no-keepalive",
+                                   help="Reuse connections; --no-keepalive opens one per request (spreads over a Service's replicas)."),
     slo_ttft_ms: float = typer.Option(500.0, "--slo-ttft-ms"),
     slo_tpot_ms: float = typer.Option(50.0, "--slo-tpot-ms"),
     out: Path = typer.Option(Path("out/loadgen.csv"), "--out", help="Per-request results CSV."),
@@ -42,7 +44,7 @@ def run_command(
         task = bar.add_task("replay", total=total)
         try:
             results = asyncio.run(replay(url, wl, model=model, speedup=speedup, max_requests=max_requests, concurrency_limit=concurrency_limit,
-                                         timeout_s=timeout, on_result=lambda r: bar.update(task, advance=1)))
+                                         timeout_s=timeout, on_result=lambda r: bar.update(task, advance=1), keepalive=keepalive))
         except ValueError as exc:
             print_error(exc)
             raise typer.Exit(2) from exc

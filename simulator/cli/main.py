@@ -6,11 +6,12 @@ from __future__ import annotations
 import typer
 
 from controller import cli as controller_cli
-from simulator.cli import lb, loadgen, profile, stub, workload
+from simulator.cli import lb, loadgen, obs, profile, stub, twin, workload
+from simulator.cli.calibrate import calibrate_command
+from simulator.cli.capacity import capacity_command
 from simulator.cli.evaluate import demo_command, evaluate_command
 from simulator.cli.simulate import simulate_command
 from simulator.cli.train import train_command
-from simulator.cli.twin import twin_command
 
 app = typer.Typer(
     name="kis",
@@ -24,10 +25,13 @@ app.add_typer(profile.app, name="profile", help="GPU profiles and the engine lat
 app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference server.")
 app.add_typer(loadgen.app, name="loadgen", help="Replay a workload against an OpenAI-compatible endpoint.")
 app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing experiments.")
+app.add_typer(obs.app, name="obs", help="The observation schema of learned policies.")
+app.command("capacity")(capacity_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("demo")(demo_command)
-app.command("twin")(twin_command)
+app.add_typer(twin.app, name="twin", help="The whole autoscaling loop on this machine; `kis twin soak`: with faults.")
+app.command("calibrate")(calibrate_command)
 app.add_typer(controller_cli.app, name="controller", help="Run the KIScaler controller.")
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,18 +20,21 @@ SUMMARY_KEYS = [
 def simulate_command(
     workload: str = typer.Option("llm-day", "--workload", "-w", help="Workload preset (ramp, periodic, random, spike, llm-day)."),
     trace: Path | None = typer.Option(None, "--trace", help="Replay a trace file instead of a preset."),
-    fmt: str = typer.Option("azure", "--format", help="Trace format preset (azure, burstgpt, mooncake, generic)."),
+    fmt: str = typer.Option("azure", "--format", help="Trace format: azure, burstgpt, mooncake, per-minute, generic:time=..,prompt=..,output=.."),
     duration: float | None = typer.Option(None, "--duration", help="Seconds of workload (preset default, or the whole trace)."),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the request rate."),
     seed: int = typer.Option(0, "--seed", help="Seed for the workload and the cluster."),
     replicas: int = typer.Option(4, "--replicas", "-r", help="Replicas (Ready at the start)."),
-    gpu: str = typer.Option("H100", "--gpu", help="GPU type of the node pool."),
-    model: str = typer.Option("llama-8b", "--model", help="Model shape name or shape/profile JSON."),
-    timing: str = typer.Option("kernel", "--timing", help="kernel (CUDA-graph server) or wall (eager) iteration times."),
-    router: str = typer.Option("least_connections", "--router", help="round_robin, least_connections, least_loaded, random."),
-    gpus_per_node: int = typer.Option(8, "--gpus-per-node"),
-    max_nodes: int = typer.Option(2, "--max-nodes", help="Most nodes the pool may grow to."),
-    provisioning_delay: float = typer.Option(180.0, "--provisioning-delay", help="Seconds to add a node."),
+    cluster: Path | None = typer.Option(None, "--cluster", help="Cluster YAML (e.g. from kis calibrate); the options below override it."),
+    gpu: str | None = typer.Option(None, "--gpu", help="GPU type of the node pool [H100]."),
+    model: str | None = typer.Option(None, "--model", help="Model shape name or shape/profile JSON [llama-8b]."),
+    engine: str | None = typer.Option(None, "--engine", help="paged (vLLM: paged attention, CUDA graphs) or eager (Hugging Face) [paged]."),
+    calibration: list[Path] = typer.Option([], "--calibration", help="A calibration JSON, or measured profile(s) to calibrate on (repeatable)."),
+    timing: str | None = typer.Option(None, "--timing", help="kernel (GPU time) or wall (with eager host launch time) [kernel]."),
+    router: str | None = typer.Option(None, "--router", help="round_robin, least_connections, least_loaded, random [least_connections]."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="[8]"),
+    max_nodes: int | None = typer.Option(None, "--max-nodes", help="Most nodes the pool may grow to [2]."),
+    provisioning_delay: float | None = typer.Option(None, "--provisioning-delay", help="Seconds to add a node [180]."),
     autoscale: bool = typer.Option(False, "--autoscale", help="Run the control loop with --policy instead of fixed replicas."),
     policy: str = typer.Option('{"type": "fixed", "replicas": 4}', "--policy", help="Policy as JSON (see `kis evaluate --help`)."),
     min_replicas: int = typer.Option(1, "--min-replicas"),
@@ -44,19 +47,20 @@ def simulate_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Simulate a workload on a GPU cluster: SLO attainment, latency percentiles, GPU-hours, cost, plots."""
-    from simulator.cluster.config import ClusterConfig, NodePool
+    from simulator.cluster.build import resolve_pools
+    from simulator.cluster.file import ClusterSection, load_cluster_file, override_section
     from simulator.runner import simulate
 
     slo = SLO(slo_ttft_ms / 1000.0, slo_tpot_ms / 1000.0)
     wl = load_workload(workload, trace, fmt, seed=seed, duration_s=duration, rate_scale=rate_scale)
     try:
-        config = ClusterConfig(
-            pools=(NodePool(name=gpu.lower(), gpu=gpu, gpus_per_node=gpus_per_node, initial_nodes=max(1, -(-replicas // gpus_per_node)),
-                            max_nodes=max(max_nodes, -(-replicas // gpus_per_node)), provisioning_delay_s=provisioning_delay),),
-            model=model,
-            timing=timing,
-            router=router,
-        )
+        base = load_cluster_file(cluster) if cluster is not None else ClusterSection()
+        flags = {"gpu": gpu, "model": model, "engine": engine, "timing": timing, "router": router, "gpus_per_node": gpus_per_node,
+                 "max_nodes": max_nodes, "provisioning_delay_s": provisioning_delay, "calibration": tuple(str(c) for c in calibration) or None}
+        section = override_section(base, flags)
+        nodes = max(1, -(-replicas // section.gpus_per_node))
+        config = section.build(initial_nodes=nodes, max_nodes=max(section.max_nodes, nodes))
+        resolve_pools(config)  # an unreadable calibration or unknown GPU fails here, with one line
         decide = _decider(policy, min_replicas, max_replicas, slo, interval) if autoscale else None
     except ValueError as exc:
         print_error(exc)
@@ -77,27 +81,20 @@ def simulate_command(
     if as_json:
         print_json(summary)
         return
-    console.print(vertical_table(f"{wl.name} on {gpu} x {model}", summary, SUMMARY_KEYS))
+    console.print(vertical_table(f"{wl.name} on {section.gpu} x {section.model} ({section.engine})", summary, SUMMARY_KEYS))
     for path in paths:
         console.print(f"plot: {path}")
 
 
 def _decider(policy_json: str, min_replicas: int, max_replicas: int, slo: SLO, interval_s: float):
     """A stateful closure over the controller's decision step."""
-    from controller.autoscaling import Autoscaler, decide
-    from controller.guardrails import Behavior
-    from controller.policies.registry import build_policy
+    from simulator.evaluation.runner import EvaluationSetup, PolicyEntry, make_decider
 
     try:
         spec = json.loads(policy_json)
     except json.JSONDecodeError as exc:
         raise ValueError(f"--policy is not valid JSON: {exc}") from exc
-    autoscaler = Autoscaler(policy=build_policy(spec), behavior=Behavior(min_replicas=min_replicas, max_replicas=max_replicas),
-                            slo=slo, interval_s=interval_s)
-    state = [autoscaler.initial_state()]
-
-    def step(snapshot, now_s, current):
-        record, state[0] = decide(autoscaler, snapshot, now_s, current, state[0])
-        return record
-
-    return step
+    if not isinstance(spec, dict):
+        raise ValueError(f"--policy must be a JSON object with a 'type', got {policy_json!r}")
+    setup = EvaluationSetup(slo=slo, interval_s=interval_s, min_replicas=min_replicas, max_replicas=max_replicas)
+    return make_decider(PolicyEntry(str(spec.get("type")), spec), setup)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="The stub OpenAI-compatible inference server (a simulated vLLM replica).", no_args_is_help=True)
@@ -14,6 +16,8 @@ def serve_command(
     gpu: str = typer.Option("H100", "--gpu", help="GPU the replica simulates."),
     model: str = typer.Option("llama-8b", "--model", help="Model shape the replica simulates."),
     timing: str = typer.Option("kernel", "--timing", help="kernel or wall iteration times."),
+    engine: str = typer.Option("paged", "--engine", help="Engine mode the replica simulates: paged (vLLM) or eager (Hugging Face)."),
+    calibration: list[Path] = typer.Option([], "--calibration", help="A calibration JSON, or measured profile(s) to calibrate on (repeatable)."),
     served_model_name: str = typer.Option("kis-stub", "--served-model-name", help="The model id clients ask for."),
     startup_delay: float = typer.Option(0.0, "--startup-delay", help="Seconds of simulated model load before /health is ready."),
     max_waiting: int = typer.Option(512, "--max-waiting", help="Queued requests before 429."),
@@ -26,9 +30,15 @@ def serve_command(
     """Serve /v1/completions, /v1/chat/completions (SSE streaming too), /v1/models, /health and /metrics."""
     import uvicorn
 
+    from simulator.cli.common import print_error
     from simulator.stub.app import StubConfig, create_app
 
-    config = StubConfig(gpu=gpu, model=model, timing=timing, served_model_name=served_model_name, startup_delay_s=startup_delay,
+    config = StubConfig(gpu=gpu, model=model, timing=timing, engine=engine, calibration=tuple(str(c) for c in calibration), served_model_name=served_model_name, startup_delay_s=startup_delay,
                         max_prompt_tokens=max_prompt_tokens, max_tokens_limit=max_tokens_limit, max_waiting=max_waiting, time_scale=time_scale,
                         stream_interval=stream_interval)
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
+    try:
+        app = create_app(config)
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

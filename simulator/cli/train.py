@@ -16,7 +16,13 @@ def train_command(
     algo: str | None = typer.Option(None, "--algo", help="Override: ppo, a2c, dqn or qlearning."),
     steps: int | None = typer.Option(None, "--steps", help="Override: total environment steps (episodes x steps for qlearning)."),
     seed: int | None = typer.Option(None, "--seed", help="Override: seed."),
-    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Output folder: logs, TensorBoard, model, artifact."),
+    cluster: Path | None = typer.Option(None, "--cluster", help="Cluster YAML (e.g. from kis calibrate) replacing the config's cluster section."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Several runs, one per seed (comma-separated); with --set, every combination."),
+    sets: list[str] = typer.Option([], "--set", help="KEY=V1,V2,...: one run per value of a config field (dotted, e.g. env.slo_weight); repeatable."),
+    vec_env: str | None = typer.Option(None, "--vec-env", help="Override: dummy (envs step in the trainer's process) or subproc (a process each)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Runs at once for several runs (default: one per core)."),
+    ray: str | None = typer.Option(None, "--ray", help="Several runs on Ray: 'auto' (local) or ray://HOST:10001."),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Output folder (several runs: one subfolder each)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -24,15 +30,21 @@ def train_command(
 
     Writes CSV and TensorBoard logs, periodic evaluations (eval_curve.csv), the
     SB3 model, and the torch-free policy artifact (artifact/: policy.onnx and
-    metadata.json) that the controller loads unchanged.
+    metadata.json) that the controller loads unchanged. With --seeds or --set,
+    trains every combination at once (a process pool, or Ray), one folder each
+    under --out, and prints a table of the runs.
     """
     from simulator.training.config import load_train_config
 
     try:
-        cfg = load_train_config(config, {"algo": algo, "total_steps": steps, "seed": seed})
+        cfg = load_train_config(config, {"algo": algo, "total_steps": steps, "seed": seed, "vec_env": vec_env}, cluster=cluster)
+        grid = _plan(cfg, seeds, sets, out) if seeds is not None or sets else None
     except ValueError as exc:
         print_error(exc)
         raise typer.Exit(2) from exc
+    if grid is not None:
+        _train_grid(grid, workers, ray, out, progress, as_json)
+        return
     if cfg.algo == "qlearning":
         _train_q(cfg, out, progress, as_json)
         return
@@ -53,24 +65,71 @@ def train_command(
     console.print(f"artifact: {summary['artifact']}  (TensorBoard: tensorboard --logdir {out})")
 
 
+def _plan(cfg, seeds: str | None, sets: list[str], out: Path):
+    from simulator.training.runs import parse_set, plan_runs
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()] if seeds is not None else [cfg.seed]
+    except ValueError as exc:
+        raise ValueError(f"--seeds {seeds!r}: expected comma-separated integers") from exc
+    return plan_runs(cfg, seed_list, [parse_set(s) for s in sets], out)
+
+
+def _train_grid(grid, workers: int | None, ray: str | None, out: Path, progress: bool, as_json: bool) -> None:
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from simulator.executor import make_executor
+    from simulator.training.runs import train_many
+
+    try:
+        executor = make_executor(min(workers or len(grid), len(grid)) if not ray else workers, ray)
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with executor, Progress(*columns, console=err_console, disable=not progress or as_json, transient=True) as bar:
+            task = bar.add_task(f"training {len(grid)} runs", total=len(grid))
+            outcomes = train_many(grid, executor, on_done=lambda o: bar.update(task, advance=1, description=f"finished {grid[o.index].name}"))
+    except (RuntimeError, ValueError) as exc:  # Ray missing or unreachable
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    runs = [o.value if o.ok else {"run": grid[o.index].name, "out_dir": grid[o.index].out_dir, "error": o.failure.error} for o in outcomes]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs.json").write_text(json.dumps(runs, indent=2))
+    for o in outcomes:
+        if not o.ok:
+            print_error(f"run failed: {o.failure}")
+    if as_json:
+        print_json({"runs": runs, "out_dir": str(out)})
+    else:
+        table = Table(title=f"{len(grid)} training runs -> {out}")
+        for name, justify in (("run", "left"), ("last reward", "right"), ("best reward", "right"), ("time", "right")):
+            table.add_column(name, justify=justify, no_wrap=name == "run")
+        for run in runs:
+            fmt = (lambda v: "-" if v is None else f"{v:.2f}")
+            table.add_row(run["run"], fmt(run.get("last_reward")), fmt(run.get("best_reward")),
+                          f"{run['seconds']:.0f} s" if "seconds" in run else "failed")
+        console.print(table)
+    if any(not o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
 def _train_q(cfg, out: Path, progress: bool, as_json: bool) -> None:
     from rich.progress import Progress
 
-    from simulator.training.envs import make_env
-    from simulator.training.qlearning import QConfig, train_qlearning, write_episode_log
+    from simulator.training.runs import train_qlearning_run
 
-    env = make_env(cfg)
     steps_per_episode = int(cfg.env.episode_duration_s // cfg.env.interval_s)
     episodes = max(1, cfg.total_steps // steps_per_episode)
-    qcfg = QConfig(episodes=episodes, seed=cfg.seed, **{k: v for k, v in cfg.hyperparameters.items() if k in ("alpha", "gamma", "epsilon_start", "epsilon_end")})
     with Progress(console=err_console, disable=not progress or as_json, transient=True) as bar:
         task = bar.add_task("q-learning episodes", total=episodes)
-        table, logs = train_qlearning(env, qcfg, on_episode=lambda log: bar.update(task, advance=1))
-    out.mkdir(parents=True, exist_ok=True)
-    table.save(out / "qtable.npz")
-    write_episode_log(logs, out / "episodes.csv")
-    summary = {"out_dir": str(out), "episodes": episodes, "last_reward": logs[-1].reward, "last_slo_misses": logs[-1].slo_misses}
+        result = train_qlearning_run(cfg, out, on_episode=lambda log: bar.update(task, advance=1))
+    summary = {"out_dir": str(out), "episodes": result["episodes"], "last_reward": result["last_reward"], "last_slo_misses": result["last_slo_misses"]}
     if as_json:
         print_json(summary)
     else:
-        console.print(f"q-learning: {episodes} episodes -> {out / 'qtable.npz'}; last episode reward {logs[-1].reward:.2f}")
+        console.print(f"q-learning: {episodes} episodes -> {out / 'qtable.npz'}; last episode reward {result['last_reward']:.2f}")

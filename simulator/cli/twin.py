@@ -1,4 +1,4 @@
-"""``kis twin``: the local closed loop (emulated Kubernetes, stub replicas, Prometheus, controller, load)."""
+"""``kis twin``: the local closed loop (emulated Kubernetes, stub replicas, Prometheus, controller, load); ``kis twin soak``: faults."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import typer
 
 from simulator.cli.common import console, err_console, print_error
 
+app = typer.Typer(help="The whole autoscaling loop on this machine.", invoke_without_command=True)
 
+
+@app.callback(invoke_without_command=True)
 def twin_command(
+    ctx: typer.Context,
     duration: float = typer.Option(60.0, "--duration", help="Seconds of load."),
     base_rate: float = typer.Option(3.0, "--base-rate", help="Requests/s outside the spike."),
     peak_rate: float = typer.Option(24.0, "--peak-rate", help="Requests/s during the spike."),
@@ -21,6 +25,8 @@ def twin_command(
     out: Path = typer.Option(Path("out/twin"), "--out"),
 ) -> None:
     """Run the whole autoscaling loop on this machine: a load spike makes the controller scale the stub replicas up and back down."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.live import Live
     from rich.table import Table
 
@@ -50,3 +56,44 @@ def twin_command(
     report = write_twin_report(result, out)
     console.print(report.read_text().split("![twin]")[0])
     console.print(f"report: {report}")
+
+
+@app.command("soak")
+def soak_command(
+    duration: float = typer.Option(60.0, "--duration", min=40.0, help="Seconds of load (the faults are timed for 60)."),
+    out: Path = typer.Option(Path("out/soak"), "--out"),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fault soak: two controller replicas scale the stub while Prometheus, the API server, the leader and the policy break."""
+    import json
+
+    from rich.table import Table
+
+    from simulator.twin.soak import SoakConfig, run_soak, write_soak_report
+
+    def event(t: float, what: str) -> None:
+        err_console.print(f"[dim]{t:6.1f} s[/dim]  {what}")
+
+    try:
+        result = run_soak(SoakConfig(duration_s=duration), on_event=event)
+    except RuntimeError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    report = write_soak_report(result, out)
+    summary = result.summary()
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        table = Table(title="kis twin soak")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for name, value in summary.items():
+            if isinstance(value, dict):
+                for kind, n in value.items():
+                    table.add_row(f"wrong: {kind.replace('_', ' ')}", str(n))
+            else:
+                table.add_row(name.replace("_", " "), str(value))
+        console.print(table)
+        console.print(f"report: {report}")
+    if result.wrong_count or result.lost:
+        raise typer.Exit(1)

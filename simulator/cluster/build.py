@@ -23,7 +23,8 @@ def resolve_pool(pool: NodePool, config: ClusterConfig, model: IterationTimeMode
 
     gpu = get_gpu(pool.gpu)
     shape = load_shape(config.model)
-    latency = model if model is not None else default_latency_model(gpu=pool.gpu, model=config.model, timing=config.timing)
+    latency = model if model is not None else default_latency_model(gpu=pool.gpu, model=config.model, timing=config.timing, engine=config.engine,
+                                                                    calibration=tuple(config.calibration))
     capacity = kv_capacity_tokens(
         gpu.memory_gib * GIB,
         shape.weight_bytes(),
@@ -59,6 +60,8 @@ def build_cluster(
     initial_replicas: int,
     rng: np.random.Generator,
     pools: tuple[PoolRuntime, ...] | None = None,
+    windows: Mapping[str, float] | None = None,
 ) -> Cluster:
-    """A cluster ready to replay ``workload``; ``pools`` skips resolution (reuse across episodes)."""
-    return Cluster(config, workload, pools or resolve_pools(config), initial_replicas=initial_replicas, rng=rng)
+    """A cluster ready to replay ``workload``; ``pools`` skips resolution (reuse across episodes);
+    ``windows``: the KPA windows of the concurrency averages (see :class:`Cluster`)."""
+    return Cluster(config, workload, pools or resolve_pools(config), initial_replicas=initial_replicas, rng=rng, windows=windows)

@@ -5,13 +5,21 @@ The cluster is driven from outside: :meth:`Cluster.run_until` replays the
 workload's arrivals up to a time, :meth:`Cluster.scale` sets the desired
 replicas with Deployment semantics, :meth:`Cluster.snapshot` reads the
 metrics a Prometheus server would hold. Requests that arrive while no replica
-is ready wait in the gateway (they are never lost) and count against the SLO.
+is ready wait in the gateway (they are never lost) and count against the SLO;
+their number is the activation signal ``gateway_pending``.
+
+The serving signals are over the Ready pods (draining ones are terminating
+pods, which the HPA and Knative leave out). Every second the serving
+concurrency (running + waiting) is sampled, and the snapshot averages those
+samples over the KPA's windows (``concurrency_stable``, ``concurrency_panic``),
+as Knative averages its 1 s buckets.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,6 +29,7 @@ from controller import signals as sig
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.cluster.router import make_router
 from simulator.cluster.telemetry import MetricsRecorder
+from simulator.engine.activity import KernelActivity
 from simulator.engine.metrics import MetricSink
 from simulator.engine.replica import EngineConfig, FinishedRequest, ReplicaEngine
 from simulator.profiles.latency import IterationTimeModel
@@ -53,23 +62,24 @@ class Node:
 class Pod:
     """One replica. Implements the router's ``ReplicaView`` once Ready."""
 
-    __slots__ = ("pid", "phase", "created_s", "scheduled_s", "ready_s", "terminated_s", "node", "engine", "_busy_mark", "_mark_t")
+    __slots__ = ("pid", "phase", "created_s", "scheduled_s", "running_s", "ready_s", "terminated_s", "node", "engine", "activity")
 
     def __init__(self, pid: int, created_s: float) -> None:
         self.pid = pid
         self.phase = PENDING
         self.created_s = created_s
         self.scheduled_s = math.nan
+        self.running_s = math.nan  # image pulled, containers started (phase Running)
         self.ready_s = math.nan
         self.terminated_s = math.nan
         self.node: Node | None = None
         self.engine: ReplicaEngine | None = None
-        self._busy_mark = 0.0
-        self._mark_t = 0.0
+        self.activity = KernelActivity()
 
     @property
     def num_outstanding(self) -> int:
-        return self.engine.num_outstanding if self.engine else 0
+        engine = self.engine
+        return engine.num_outstanding if engine is not None else 0
 
     @property
     def outstanding_tokens(self) -> int:
@@ -98,8 +108,11 @@ class Cluster:
     :param config: pools, model, lifecycle and serving limits.
     :param workload: the requests to replay.
     :param pools: the resolved pools (latency model, KV capacity, price), see :func:`simulator.cluster.build.resolve_pools`.
-    :param initial_replicas: replicas Ready at ``t = 0`` (a warm start).
+    :param initial_replicas: replicas Ready at ``t = 0`` (a warm start; nodes beyond the initial ones are
+        added as needed, up to each pool's ``max_nodes``).
     :param rng: the only source of randomness (start-up jitter, random router).
+    :param windows: the windows (s) of ``concurrency_stable`` and ``concurrency_panic``
+        (``stable_window``, ``panic_window``; Knative's 60 s and 6 s by default).
     """
 
     def __init__(
@@ -110,9 +123,13 @@ class Cluster:
         *,
         initial_replicas: int = 1,
         rng: np.random.Generator,
+        windows: Mapping[str, float] | None = None,
     ) -> None:
         if initial_replicas < 0:
             raise ValueError(f"initial_replicas must be >= 0, got {initial_replicas}")
+        self.windows = {**sig.DEFAULT_WINDOWS, **dict(windows or {})}
+        self._concurrency: deque[float] = deque(maxlen=max(1, math.ceil(max(self.windows.values()))))
+        self._next_sample = 1.0
         self.config = config
         self.workload = workload
         self.now = 0.0
@@ -124,9 +141,9 @@ class Cluster:
         self.rejected = 0
         self.scale_events = 0
         self.desired = 0
-        self._arrivals = workload.arrival_s
-        self._prompts = workload.prompt_tokens
-        self._outputs = workload.output_tokens
+        self._arrivals = workload.arrival_s.tolist()  # Python floats and ints: the event loop reads one at a time
+        self._prompts = workload.prompt_tokens.tolist()
+        self._outputs = workload.output_tokens.tolist()
         self._next_arrival = 0
         self._gateway: list[int] = []
         self._events: list[tuple[float, int, str, object]] = []
@@ -206,10 +223,16 @@ class Cluster:
         arrivals = self._arrivals
         n = len(arrivals)
         events = self._events
+        route = self._route
         while True:
-            next_arrival = arrivals[self._next_arrival] if self._next_arrival < n else math.inf
+            i = self._next_arrival
+            next_arrival = arrivals[i] if i < n else math.inf
             next_event = events[0][0] if events else math.inf
-            if min(next_arrival, next_event) > t:
+            first = next_arrival if next_arrival < next_event else next_event
+            if self._next_sample <= t and self._next_sample < first:
+                self._sample_concurrency(self._next_sample)
+                continue
+            if first > t:
                 break
             if next_event <= next_arrival:
                 when, _, kind, obj = heapq.heappop(events)
@@ -219,11 +242,10 @@ class Cluster:
                 else:
                     self._node_ready(obj)  # type: ignore[arg-type]
             else:
-                self.now = float(next_arrival)
-                i = self._next_arrival
-                self._next_arrival += 1
+                self.now = next_arrival
+                self._next_arrival = i + 1
                 if self._ready:
-                    self._route(i)
+                    route(i)
                 else:
                     self._gateway.append(i)
         self.now = t
@@ -232,23 +254,48 @@ class Cluster:
         self._reap_drained(t)
         self._collect()
 
+    def _sample_concurrency(self, when: float) -> None:
+        """One 1 s reading of the serving concurrency (requests on the Ready pods)."""
+        self.now = when
+        total = 0
+        for pod in self._ready:
+            engine = pod.engine
+            engine.sync(when)  # type: ignore[union-attr]
+            total += engine.num_outstanding  # type: ignore[union-attr]
+        self._concurrency.append(float(total))
+        self._next_sample = when + 1.0
+
+    def concurrency_average(self, window_s: float) -> float:
+        """Mean of the per-second concurrency readings of the last ``window_s`` seconds (NaN before the first)."""
+        n = min(len(self._concurrency), max(1, int(round(window_s))))
+        if n == 0:
+            return math.nan
+        return sum(list(self._concurrency)[-n:]) / n
+
+    @property
+    def pending_pods(self) -> int:
+        """Pods in phase Pending: not scheduled yet, or pulling the image."""
+        now = self.now
+        return sum(1 for p in self._pods if p.phase == PENDING or (p.phase == STARTING and not now >= p.running_s))
+
     def snapshot(self) -> dict[str, float]:
         """The metrics snapshot at :attr:`now` (record it; call once per control tick)."""
         now = self.now
         self.recorder.record(now, self.sink)
         snap = self.recorder.signals()
-        serving = self._ready + self._draining
+        serving = self._ready
         snap["requests_running"] = float(sum(p.engine.num_running for p in serving))  # type: ignore[union-attr]
         snap["requests_waiting"] = float(sum(p.engine.num_waiting for p in serving))  # type: ignore[union-attr]
+        snap[sig.REPLICAS_REPORTING] = float(len(serving))
+        snap[sig.REPLICAS_PENDING] = float(self.pending_pods)
+        snap[sig.GATEWAY_PENDING] = float(len(self._gateway))
+        snap[sig.CONCURRENCY_STABLE] = self.concurrency_average(self.windows["stable_window"])
+        snap[sig.CONCURRENCY_PANIC] = self.concurrency_average(self.windows["panic_window"])
         if self._ready:
             snap["kv_cache_usage"] = sum(p.engine.kv_cache_usage for p in self._ready) / len(self._ready)  # type: ignore[union-attr]
-            utils = []
-            for pod in self._ready:
-                busy = pod.engine.busy_s  # type: ignore[union-attr]
-                span = now - pod._mark_t
-                utils.append(min(1.0, (busy - pod._busy_mark) / span) if span > 0 else 0.0)
-                pod._busy_mark, pod._mark_t = busy, now
-            snap["gpu_utilization"] = 100.0 * sum(utils) / len(utils)
+            # DCGM_FI_DEV_GPU_UTIL of each ready pod (percent of the last second with a kernel running), averaged
+            utils = [pod.activity.utilization(pod.engine, now) for pod in self._ready]  # type: ignore[arg-type]
+            snap["gpu_utilization"] = sum(utils) / len(utils)
         else:
             snap["kv_cache_usage"] = math.nan
             snap["gpu_utilization"] = math.nan
@@ -283,11 +330,22 @@ class Cluster:
             pod = Pod(self._next_pid, 0.0)
             self._next_pid += 1
             self._pods.append(pod)
-            node = self._free_node()
+            node = self._free_node() or self._warm_node()
             if node is None:
-                raise ValueError(f"initial_replicas={replicas} exceeds the GPUs of the initial nodes")
+                raise ValueError(f"initial_replicas={replicas} exceeds the GPUs the node pools can hold ({self.config.max_gpus})")
             self._bind(pod, node)
+            pod.running_s = 0.0
             self._pod_ready(pod)
+
+    def _warm_node(self) -> Node | None:
+        """A node added at the start for a warm fleet larger than the initial nodes (as if it had been running)."""
+        for runtime in self.pools:
+            if sum(1 for n in self.nodes if n.pool is runtime) < runtime.pool.max_nodes:
+                node = Node(runtime, 0.0)
+                node.has_image = True
+                self.nodes.append(node)
+                return node
+        return None
 
     def _free_node(self) -> Node | None:
         for node in self.nodes:
@@ -323,7 +381,8 @@ class Cluster:
             self._bind(pod, node)
             pull = lifecycle.image_pull_cached_s if node.has_image else lifecycle.image_pull_s
             node.has_image = True
-            self._push(self.now + self._jitter(pull) + self._jitter(lifecycle.model_load_s), "pod_ready", pod)
+            pod.running_s = self.now + self._jitter(pull)
+            self._push(pod.running_s + self._jitter(lifecycle.model_load_s), "pod_ready", pod)
         if unscheduled:
             self._provision(unscheduled)
 
@@ -355,7 +414,6 @@ class Cluster:
         pod.phase = READY
         pod.ready_s = self.now
         pod.engine = ReplicaEngine(runtime.model, runtime.engine, sink=self.sink, start_s=self.now)
-        pod._mark_t = self.now
         self._ready.append(pod)
         if self._gateway:
             waiting, self._gateway = self._gateway, []
@@ -365,12 +423,19 @@ class Cluster:
     def _route(self, i: int) -> None:
         now = self.now
         ready = self._ready
+        synced = []
         for pod in ready:
-            pod.engine.sync(now)  # type: ignore[union-attr]
-        prompt, output = int(self._prompts[i]), int(self._outputs[i])
+            engine = pod.engine
+            if now >= engine.finish_bound_s:  # engine.sync(now), written out: once per replica per arrival
+                engine.advance(now)
+                synced.append(engine)
+        prompt, output = self._prompts[i], self._outputs[i]
         pod = ready[self.router.choose(ready, prompt, output)] if len(ready) > 1 else ready[0]
-        pod.engine.advance(now)  # type: ignore[union-attr]
-        if not pod.engine.submit(i, float(self._arrivals[i]), prompt, output):  # type: ignore[union-attr]
+        engine = pod.engine
+        if engine not in synced:  # a second advance(now) in a row changes nothing
+            engine.advance(now)
+        pod.activity.before_submit(engine, now)  # type: ignore[arg-type]
+        if not engine.submit(i, self._arrivals[i], prompt, output):
             self.rejected += 1
 
     def _remove(self, pod: Pod) -> None:

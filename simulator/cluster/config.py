@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulator.profiles.engines import get_engine
+
 
 @dataclass(frozen=True)
 class NodePool:
@@ -54,6 +56,11 @@ class PodLifecycle:
     model_load_s: float = 55.0
     jitter: float = 0.2
 
+    @property
+    def cold_start_s(self) -> float:
+        """Mean time to Ready on a node without the image: what a planner must plan ahead for."""
+        return self.image_pull_s + self.model_load_s
+
     def __post_init__(self) -> None:
         if min(self.image_pull_s, self.image_pull_cached_s, self.model_load_s) < 0:
             raise ValueError("pod lifecycle durations must be >= 0")
@@ -67,7 +74,9 @@ class ClusterConfig:
 
     :param pools: node pools in scheduling preference order.
     :param model: model shape name or shape/profile JSON path served by every replica.
-    :param timing: ``kernel`` (CUDA-graph server such as vLLM) or ``wall`` (eager) iteration times.
+    :param timing: ``kernel`` (GPU time) or ``wall`` (with the eager engine's host launch time) iteration times.
+    :param engine: serving engine mode (:mod:`simulator.profiles.engines`): ``paged`` (vLLM), ``eager`` (Hugging Face).
+    :param calibration: a calibration JSON or measured profiles to calibrate on; empty: the shipped calibration.
     :param lifecycle: pod start-up durations.
     :param router: request router (see :data:`simulator.cluster.router.ROUTERS`).
     :param max_num_seqs: running-batch limit of each replica.
@@ -80,6 +89,8 @@ class ClusterConfig:
     pools: tuple[NodePool, ...] = field(default_factory=lambda: (NodePool(),))
     model: str = "llama-8b"
     timing: str = "kernel"
+    engine: str = "paged"
+    calibration: tuple[str, ...] = ()
     lifecycle: PodLifecycle = field(default_factory=PodLifecycle)
     router: str = "least_connections"
     max_num_seqs: int = 256
@@ -96,6 +107,7 @@ class ClusterConfig:
             raise ValueError(f"node pool names must be unique, got {names}")
         if self.timing not in ("kernel", "wall"):
             raise ValueError(f"timing must be 'kernel' or 'wall', got {self.timing!r}")
+        get_engine(self.engine)
         if not 0 < self.window_s <= self.long_window_s:
             raise ValueError("need 0 < window_s <= long_window_s")
 

@@ -48,6 +48,10 @@ class MetricSink:
         default_factory=lambda: {name: Histogram(bounds) for name, bounds in sig.HISTOGRAM_BUCKETS.items()}
     )
 
+    def __post_init__(self) -> None:
+        h = self.histograms
+        self._ttft, self._e2e, self._queue, self._itl = h[sig.TTFT_HIST], h[sig.E2E_HIST], h[sig.QUEUE_HIST], h[sig.ITL_HIST]
+
     def observe_request(self, ttft_s: float, tpot_s: float, e2e_s: float, queue_s: float, output_tokens: int) -> None:
         """Record one finished request.
 
@@ -56,12 +60,13 @@ class MetricSink:
         the token-weighted distribution and costs one observation.
         """
         self.request_success += 1
-        h = self.histograms
-        h[sig.TTFT_HIST].observe(ttft_s)
-        h[sig.E2E_HIST].observe(e2e_s)
-        h[sig.QUEUE_HIST].observe(queue_s)
+        # Histogram.observe written out (once per finished request, the engine's hottest bookkeeping).
+        for h, value in ((self._ttft, ttft_s), (self._e2e, e2e_s), (self._queue, queue_s)):
+            h.counts[bisect_left(h.bounds, value)] += 1.0
+            h.total += value
+            h.count += 1.0
         if output_tokens > 1:
-            h[sig.ITL_HIST].observe(tpot_s, output_tokens - 1)
+            self._itl.observe(tpot_s, output_tokens - 1)
 
     def counters(self) -> dict[str, float]:
         """The counter values under their Prometheus names."""

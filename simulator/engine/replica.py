@@ -20,10 +20,10 @@ never preempted. ``kv_cache_usage`` reports the tokens actually cached.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from typing import NamedTuple
 
 from simulator.engine.metrics import MetricSink
@@ -104,6 +104,9 @@ class _Request:
         self.finish_step = 0
 
 
+_INF = math.inf
+_new_finished = tuple.__new__  # FinishedRequest without its Python-level __new__ (same tuple)
+
 class ReplicaEngine:
     """One serving replica. Call :meth:`advance` to time ``t`` before :meth:`submit` at ``t``.
 
@@ -125,8 +128,11 @@ class ReplicaEngine:
         self.busy_s = 0.0
         self.finished: list[FinishedRequest] = []
         self.outstanding_tokens = 0
+        #: Requests submitted and not finished (waiting or running).
+        self.num_outstanding = 0
         self.last_finish_s = start_s
-        self._next_finish_lb = math.inf
+        #: No request can finish before this time (see :meth:`sync`).
+        self.finish_bound_s = math.inf
         self._active: dict[int, _Request] = {}
         self._waiting: deque[_Request] = deque()
         self._prefilling: list[_Request] = []
@@ -135,6 +141,10 @@ class ReplicaEngine:
         self._seq = 0
         self._decode_context = 0
         self._reserved = 0
+        # The last decode-only iteration time asked of the model, by (batch, context): the finish
+        # bound and the next decode run often ask the same question.
+        self._decode_n = self._decode_at = -1
+        self._decode_ms = 0.0
 
     # ----------------------------------------------------------------- state
     @property
@@ -144,11 +154,6 @@ class ReplicaEngine:
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
-
-    @property
-    def num_outstanding(self) -> int:
-        """Requests submitted and not finished (waiting or running)."""
-        return self.num_running + self.num_waiting
 
     @property
     def is_idle(self) -> bool:
@@ -176,18 +181,20 @@ class ReplicaEngine:
         """
         if prompt_tokens < 1 or output_tokens < 1:
             raise ValueError(f"request {rid}: prompt and output tokens must be >= 1, got {prompt_tokens}, {output_tokens}")
-        if not self.fits(prompt_tokens, output_tokens):
+        config = self.config
+        if prompt_tokens + output_tokens > config.kv_capacity_tokens:
             return False
-        limit = self.config.max_waiting
+        limit = config.max_waiting
         if limit is not None and len(self._waiting) >= limit:
             return False
-        if self.is_idle and self.clock < arrival_s:
+        if self.clock < arrival_s and not (self._waiting or self._prefilling or self._decoding):
             self.clock = arrival_s
         request = _Request(rid, arrival_s, prompt_tokens, output_tokens)
         self._waiting.append(request)
         self._active[rid] = request
+        self.num_outstanding += 1
         self.outstanding_tokens += prompt_tokens + output_tokens
-        self._next_finish_lb = self.clock
+        self.finish_bound_s = self.clock
         return True
 
     def progress(self, rid: int) -> tuple[float | None, int]:
@@ -203,11 +210,11 @@ class ReplicaEngine:
         """Bring finished requests up to ``t`` into the state a router reads.
 
         Cheaper than :meth:`advance`: it does nothing while no request can have
-        finished by ``t`` (a lower bound kept from the last run, valid because
-        iteration time never falls when the batch grows). Call :meth:`advance`
-        before :meth:`submit`.
+        finished by ``t`` (:attr:`finish_bound_s`, a lower bound kept from the
+        last run, valid because iteration time never falls when the batch
+        grows). Call :meth:`advance` before :meth:`submit`.
         """
-        if t >= self._next_finish_lb:
+        if t >= self.finish_bound_s:
             self.advance(t)
 
     # ------------------------------------------------------------ simulation
@@ -217,129 +224,142 @@ class ReplicaEngine:
         An idle engine simply moves its clock to ``t``. Requests submitted
         afterwards join at :attr:`clock`, the next boundary.
         """
-        while self.clock < t:
-            self._admit()
-            if self._prefilling:
-                self._prefill_iteration()
-            elif self._decoding:
-                self._decode_run(t)
-            else:
-                self.clock = t
-                break
-        self._update_finish_bound()
-
-    def _update_finish_bound(self) -> None:
-        if self._prefilling or (self._waiting and not self._decoding):
-            self._next_finish_lb = self.clock
-        elif self._decoding:
-            n = len(self._decoding)
-            steps = self._decoding[0][0] - self._step
-            self._next_finish_lb = self.clock + steps * self.model.iteration_ms(0, 0.0, n, self._decode_context) / 1000.0
+        if self.clock < t:
+            self._run(t, False)
+        decoding = self._decoding
+        if self._prefilling or (self._waiting and not decoding):
+            self.finish_bound_s = self.clock
+        elif decoding:
+            n, context = len(decoding), self._decode_context
+            if n != self._decode_n or context != self._decode_at:
+                self._decode_ms = self.model.iteration_ms(0, 0.0, n, context)
+                self._decode_n, self._decode_at = n, context
+            self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_ms / 1000.0
         else:
-            self._next_finish_lb = math.inf
+            self.finish_bound_s = _INF
 
     def drain(self) -> None:
         """Serve everything submitted, leaving the clock at the last event."""
-        while not self.is_idle:
-            self._admit()
-            if self._prefilling:
-                self._prefill_iteration()
-            else:
-                self._decode_run(math.inf)
+        self._run(math.inf, True)
 
-    def _admit(self) -> None:
-        cfg = self.config
-        waiting = self._waiting
-        while waiting and len(self._prefilling) + len(self._decoding) < cfg.max_num_seqs:
-            request = waiting[0]
-            need = request.prompt + request.output
-            if self._reserved + need > cfg.kv_capacity_tokens:
-                return
-            waiting.popleft()
-            self._reserved += need
-            request.admitted = max(self.clock, request.arrival)
-            self._prefilling.append(request)
+    def _run(self, horizon: float, drain: bool) -> None:
+        """The iteration loop of :meth:`advance` (up to ``horizon``) and :meth:`drain` (until idle).
 
-    def _prefill_iteration(self) -> None:
-        n_decode = len(self._decoding)
-        budget = self.config.max_batched_tokens - n_decode
-        tokens = 0
-        context = 0.0
-        done = 0
-        seqs = 0
-        for request in self._prefilling:
-            seqs += 1
-            chunk = min(request.prompt - request.prefilled, budget)
-            context += chunk * request.prefilled + chunk * (chunk + 1) / 2
-            request.prefilled += chunk
-            tokens += chunk
-            budget -= chunk
-            if request.prefilled < request.prompt:
-                break
-            done += 1
-            if budget <= 0:
-                break
-        dt = self.model.iteration_ms(tokens, context, n_decode, self._decode_context, seqs) / 1000.0
-        end = self.clock + dt
-        self.clock = end
-        self.busy_s += dt
+        Each pass admits what fits, then runs either one prefill iteration
+        (with one decode step for every decoding sequence) or a macro step of
+        identical decode iterations that ends at the next finish or at the
+        first boundary at or after ``horizon``. The engine's counters live in
+        locals for the length of the loop.
+        """
+        config = self.config
+        max_seqs, kv_capacity, max_batched = config.max_num_seqs, config.kv_capacity_tokens, config.max_batched_tokens
+        iteration_ms = self.model.iteration_ms
         sink = self.sink
-        sink.prompt_tokens += tokens
-        sink.busy_seconds += dt
-        if n_decode:
-            self._step += 1
-            self._decode_context += n_decode
-            sink.generation_tokens += n_decode
-            self._finish_decoded(end)
-        if done:
-            finished_prefill = self._prefilling[:done]
-            del self._prefilling[:done]
-            for request in finished_prefill:
-                self._start_decoding(request, end)
-
-    def _start_decoding(self, request: _Request, now: float) -> None:
-        request.first_token = now
-        self.sink.generation_tokens += 1
-        if request.output <= 1:
-            self._finish(request, now)
-            return
-        request.finish_step = self._step + request.output - 1
-        self._seq += 1
-        heapq.heappush(self._decoding, (request.finish_step, self._seq, request))
-        self._decode_context += request.prompt + 1
-
-    def _decode_run(self, horizon: float) -> None:
-        n = len(self._decoding)
-        steps_to_finish = self._decoding[0][0] - self._step
-        model = self.model
-        first = model.iteration_ms(0, 0.0, n, self._decode_context) / 1000.0
-        steps = steps_to_finish
-        if horizon < math.inf:
-            steps = min(steps, max(1, math.ceil((horizon - self.clock) / first)))
-        dt = first if steps == 1 else model.iteration_ms(0, 0.0, n, self._decode_context + n * (steps - 1) / 2.0) / 1000.0
-        duration = steps * dt
-        self.clock += duration
-        self.busy_s += duration
-        self._step += steps
-        self._decode_context += n * steps
-        self.sink.generation_tokens += n * steps
-        self.sink.busy_seconds += duration
-        self._finish_decoded(self.clock)
-
-    def _finish_decoded(self, now: float) -> None:
-        heap = self._decoding
-        while heap and heap[0][0] <= self._step:
-            _, _, request = heapq.heappop(heap)
-            self._decode_context -= request.prompt + request.output
-            self._finish(request, now)
+        waiting, prefilling, decoding = self._waiting, self._prefilling, self._decoding
+        finish = self._finish
+        inf, ceil = _INF, math.ceil
+        clock, step, context, busy = self.clock, self._step, self._decode_context, self.busy_s
+        while clock < horizon:
+            # Admission: FIFO while the batch has room and the KV cache can hold the final context.
+            if waiting:
+                running = len(prefilling) + len(decoding)
+                while waiting and running < max_seqs:
+                    request = waiting[0]
+                    need = request.prompt + request.output
+                    if self._reserved + need > kv_capacity:
+                        break
+                    waiting.popleft()
+                    self._reserved += need
+                    request.admitted = max(clock, request.arrival)
+                    prefilling.append(request)
+                    running += 1
+            if prefilling:
+                # One iteration: prompt chunks first come first served, plus one decode step.
+                n_decode = len(decoding)
+                budget = max_batched - n_decode
+                tokens = 0
+                prefill_context = 0.0
+                done = 0
+                seqs = 0
+                for request in prefilling:
+                    seqs += 1
+                    prefilled = request.prefilled
+                    chunk = min(request.prompt - prefilled, budget)
+                    prefill_context += chunk * prefilled + chunk * (chunk + 1) / 2
+                    prefilled += chunk
+                    request.prefilled = prefilled
+                    tokens += chunk
+                    budget -= chunk
+                    if prefilled < request.prompt:
+                        break
+                    done += 1
+                    if budget <= 0:
+                        break
+                dt = iteration_ms(tokens, prefill_context, n_decode, context, seqs) / 1000.0
+                end = clock + dt
+                clock = end
+                busy += dt
+                sink.prompt_tokens += tokens
+                sink.busy_seconds += dt
+                if n_decode:
+                    step += 1
+                    context += n_decode
+                    sink.generation_tokens += n_decode
+                    while decoding and decoding[0][0] <= step:
+                        request = heappop(decoding)[2]
+                        context -= request.prompt + request.output
+                        finish(request, end)
+                if done:
+                    started = prefilling[:done]
+                    del prefilling[:done]
+                    for request in started:
+                        request.first_token = end
+                        sink.generation_tokens += 1
+                        if request.output <= 1:
+                            finish(request, end)
+                            continue
+                        request.finish_step = step + request.output - 1
+                        self._seq += 1
+                        heappush(decoding, (request.finish_step, self._seq, request))
+                        context += request.prompt + 1
+            elif decoding:
+                # A macro step of identical decode iterations, timed at the run's mean context.
+                n = len(decoding)
+                steps = decoding[0][0] - step
+                if n == self._decode_n and context == self._decode_at:
+                    first = self._decode_ms / 1000.0
+                else:
+                    first = iteration_ms(0, 0.0, n, context) / 1000.0
+                if horizon < inf:
+                    more = ceil((horizon - clock) / first)
+                    if more < steps:
+                        steps = more if more > 1 else 1
+                dt = first if steps == 1 else iteration_ms(0, 0.0, n, context + n * (steps - 1) / 2.0) / 1000.0
+                duration = steps * dt
+                clock += duration
+                busy += duration
+                step += steps
+                context += n * steps
+                sink.generation_tokens += n * steps
+                sink.busy_seconds += duration
+                while decoding and decoding[0][0] <= step:
+                    request = heappop(decoding)[2]
+                    context -= request.prompt + request.output
+                    finish(request, clock)
+            else:
+                if not drain:
+                    clock = horizon
+                break
+        self.clock, self._step, self._decode_context, self.busy_s = clock, step, context, busy
 
     def _finish(self, request: _Request, now: float) -> None:
         self._active.pop(request.rid, None)
-        self._reserved -= request.prompt + request.output
-        self.outstanding_tokens -= request.prompt + request.output
-        done = FinishedRequest(
-            request.rid, request.arrival, request.admitted, request.first_token, now, request.prompt, request.output
-        )
-        self.finished.append(done)
+        tokens = request.prompt + request.output
+        self._reserved -= tokens
+        self.outstanding_tokens -= tokens
+        self.num_outstanding -= 1
+        arrival, first, output = request.arrival, request.first_token, request.output
+        self.finished.append(_new_finished(FinishedRequest, (request.rid, arrival, request.admitted, first, now, request.prompt, output)))
         self.last_finish_s = now
-        self.sink.observe_request(done.ttft_s, done.tpot_s, done.e2e_s, done.queue_s, request.output)
+        tpot = (now - first) / (output - 1) if output > 1 else 0.0
+        self.sink.observe_request(first - arrival, tpot, now - arrival, request.admitted - arrival, output)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,11 +11,21 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from controller.observation import CLIP, OBSERVATION_SIZE, ObservationContext, build_observation
+from controller.artifact import ActionMap
+from controller.autoscaling import Autoscaler, AutoscalerState, decide
+from controller.capacity import CapacityProfile
+from controller.decision import DecisionRecord
+from controller.guardrails import Behavior
+from controller.observation import CLIP, OBSERVATION_SIZE
+from controller.policies.learned import LearnedPolicy, PendingAction
+from controller.policies.planner import PlannerPolicy
+from controller.signals import policy_windows
 from controller.slo import SLO
 from simulator.cluster.build import build_cluster, resolve_pools
 from simulator.cluster.cluster import Cluster, PoolRuntime
 from simulator.cluster.config import ClusterConfig, NodePool, PodLifecycle
+from simulator.engine.isolated import feasible
+from simulator.runner import sim_autoscaler
 from simulator.workloads.workload import Workload
 
 #: ``(rng) -> Workload``: draws the workload of one episode.
@@ -45,12 +55,23 @@ class Randomization:
 
     :param rate_scale: range of a factor on the workload's request rate.
     :param cold_start_scale: range of a factor on image pull and model load times.
-    :param gpus: GPU types to draw the (single) pool's GPU from; empty keeps the configured one.
+    :param gpus: GPU types to draw the first pool's GPU from, each ``GPU`` or ``GPU:model`` (a model that
+        suits it, e.g. ``L4:llama-3b``); empty keeps the configured one.
+    :param cold_start_s: range of the cold start (image pull + model load) in seconds, drawn
+        log-uniformly; ``None`` keeps the configured one (then ``cold_start_scale`` applies).
+    :param initial_replicas: range of the replicas Ready at the start, drawn uniformly;
+        ``None`` keeps the env's ``initial_replicas``.
+    :param peak_load: range of the episode's peak demand in units of ``max_replicas`` replicas'
+        capacity at the SLO: a workload whose busiest minute needs more is thinned to a level drawn
+        from this range (values above 1 keep some episodes overloaded); ``None`` keeps it as drawn.
     """
 
     rate_scale: tuple[float, float] = (1.0, 1.0)
     cold_start_scale: tuple[float, float] = (1.0, 1.0)
     gpus: tuple[str, ...] = ()
+    cold_start_s: tuple[float, float] | None = None
+    initial_replicas: tuple[int, int] | None = None
+    peak_load: tuple[float, float] | None = None
 
 
 def preset_sampler(names: Sequence[str] = DEFAULT_TRAINING_WORKLOADS, duration_s: float = 3600.0, **params: Any) -> WorkloadSampler:
@@ -71,42 +92,50 @@ def preset_sampler(names: Sequence[str] = DEFAULT_TRAINING_WORKLOADS, duration_s
 class AutoscaleEnv(gym.Env):
     """Scale the replicas of one LLM Deployment on a simulated GPU cluster.
 
-    Each step is one control interval (15 s by default): the agent sees the
-    metrics snapshot of the last interval through the shared observation
-    schema, proposes a replica change, and the cluster (pods with cold start,
-    continuous-batching engines, a router) runs until the next interval.
+    Each step is one control interval (15 s by default). The agent acts as
+    the actor of a :class:`~controller.policies.learned.LearnedPolicy`: it sees
+    the observation that policy builds (schema
+    :data:`controller.observation.SCHEMA_VERSION`) from the metrics snapshot,
+    and its action goes through :func:`controller.autoscaling.decide` with the
+    same :class:`~controller.autoscaling.Autoscaler` (planner, guardrails, SLO,
+    interval, capacity, cold start) that evaluation and the controller use; the
+    decision's final replicas are applied with :meth:`Cluster.scale`. What
+    the agent learns is what the controller runs.
 
-    **Action space** (``action_mode="step"``, default): ``Discrete(len(steps))``,
-    action ``i`` changes the desired replicas by ``steps[i]`` (default
-    ``-2..+2``). With ``action_mode="target"``: ``Discrete(max - min + 1)``,
-    action ``i`` sets ``min_replicas + i``. Results are clipped to
-    ``[min_replicas, max_replicas]``.
+    **Action space**: ``Discrete(len(steps))``. ``action_mode="residual"``
+    (default): the planner's proposal plus ``steps[i]``; ``"step"``: the
+    current replicas plus ``steps[i]``; ``"target"``: ``Discrete(max - min + 1)``,
+    action ``i`` proposes ``min_replicas + i``. The guardrails bound the result.
 
-    **Observation space**: ``Box(-10, 10, (17,), float32)``, the features of
-    :data:`controller.observation.FEATURES` in order (schema
-    :data:`controller.observation.SCHEMA_VERSION`): request rate and trend,
-    token rates per replica, running and waiting per replica, KV-cache and GPU
-    utilisation, p95 TTFT and TPOT over their SLO, p95 queue time, ready,
-    starting and desired replicas over ``max_replicas``, time of day, share of
-    missing metrics.
+    **Observation space**: ``Box(-10, 10, (OBSERVATION_SIZE,), float32)``, the
+    features of :data:`controller.observation.FEATURES` in order: demand over
+    capacity now and ahead, trends, queue and KV pressure, latency over the
+    SLO, the fleet's state, the planner's proposal, the cold start.
 
     **Reward**: ``-cost_weight * cost_usd - slo_weight * slo_misses`` for the
     step (:class:`RewardWeights`). Cost is every scheduled GPU's price from
-    scheduling to termination, so starting pods cost money.
+    scheduling to termination, so starting pods cost money. ``slo_weight`` can
+    be changed between episodes (a Lagrangian multiplier in training).
 
     **Episode**: one workload window drawn at reset (presets ``ramp``,
     ``periodic``, ``random``, ``spike``, ``llm-day`` by default, with optional
-    :class:`Randomization`). The cluster starts with ``initial_replicas`` Ready.
-    The episode is truncated when the window ends; the final step also counts
-    the SLO misses of requests still in flight. It never terminates early.
+    :class:`Randomization` of rate, GPU, cold start and initial replicas), or
+    ``options={"workload": w}``. The cluster starts with the initial replicas
+    Ready and runs one interval before the first observation, as the
+    evaluation runner does. The episode is truncated when the window ends; the
+    final step also counts the SLO misses of requests still in flight and
+    never served. It never terminates early.
 
     **Arguments**: ``cluster`` (:class:`ClusterConfig`), ``workloads`` (a
     :data:`WorkloadSampler`, default :func:`preset_sampler`), ``slo``,
     ``interval_s``, ``min_replicas``, ``max_replicas``, ``initial_replicas``,
-    ``action_mode``, ``steps``, ``reward``, ``randomization``, ``pools`` (resolved
-    pools, to inject latency models).
+    ``action_mode``, ``steps``, ``planner`` (:class:`PlannerPolicy` fields),
+    ``behavior`` (:class:`~controller.guardrails.Behavior` fields besides the
+    bounds), ``reward``, ``randomization``, ``pools`` (resolved pools, to inject
+    latency models), ``episode_duration_s``.
 
-    **Version history**: v0, the first version.
+    **Version history**: v0; decisions go through the shared ``decide`` (with
+    guardrails) and the observation is ``kis-obs/2`` since the planner landed.
     """
 
     metadata = {"render_modes": []}
@@ -121,8 +150,10 @@ class AutoscaleEnv(gym.Env):
         min_replicas: int = 1,
         max_replicas: int = 8,
         initial_replicas: int = 1,
-        action_mode: str = "step",
+        action_mode: str = "residual",
         steps: Sequence[int] = (-2, -1, 0, 1, 2),
+        planner: Mapping[str, Any] | None = None,
+        behavior: Mapping[str, Any] | None = None,
         reward: RewardWeights = RewardWeights(),
         randomization: Randomization = Randomization(),
         pools: tuple[PoolRuntime, ...] | None = None,
@@ -134,9 +165,9 @@ class AutoscaleEnv(gym.Env):
             )
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
-        if action_mode not in ("step", "target"):
-            raise ValueError(f"action_mode must be 'step' or 'target', got {action_mode!r}")
-        if action_mode == "step" and (not steps or 0 not in steps):
+        if action_mode not in ("residual", "step", "target"):
+            raise ValueError(f"action_mode must be 'residual', 'step' or 'target', got {action_mode!r}")
+        if action_mode != "target" and (not steps or 0 not in steps):
             raise ValueError(f"steps must include 0, got {tuple(steps)}")
         self.cluster_config = cluster or ClusterConfig(pools=(NodePool(initial_nodes=1, max_nodes=max(1, math.ceil(max_replicas / 8))),))
         self.sample_workload = workloads or preset_sampler(duration_s=episode_duration_s)
@@ -146,15 +177,20 @@ class AutoscaleEnv(gym.Env):
         self.max_replicas = max_replicas
         self.initial_replicas = initial_replicas
         self.action_mode = action_mode
-        self.steps = tuple(int(s) for s in steps)
+        self.steps = tuple(int(s) for s in steps) if action_mode != "target" else ()
+        values = self.steps if action_mode != "target" else tuple(range(min_replicas, max_replicas + 1))
+        self.action_map = ActionMap(action_mode, values)  # type: ignore[arg-type]
         self.reward_weights = reward
         self.randomization = randomization
+        self._actor = PendingAction()
+        self.policy = LearnedPolicy(self._actor, self.action_map, PlannerPolicy(**dict(planner or {})))
+        self.behavior = Behavior(min_replicas, max_replicas, **dict(behavior or {}))
         self._pools_override = pools
         self._pool_cache: dict[ClusterConfig, tuple[PoolRuntime, ...]] = {}
         self.observation_space = spaces.Box(-CLIP, CLIP, shape=(OBSERVATION_SIZE,), dtype=np.float32)
-        n_actions = len(self.steps) if action_mode == "step" else max_replicas - min_replicas + 1
-        self.action_space = spaces.Discrete(n_actions)
-        self._ctx = ObservationContext(slo=slo, max_replicas=max_replicas)
+        self.action_space = spaces.Discrete(len(self.action_map))
+        self.autoscaler: Autoscaler | None = None
+        self._state: AutoscalerState | None = None
         self._cluster: Cluster | None = None
         self._t = 0.0
         self._cost = 0.0
@@ -164,14 +200,18 @@ class AutoscaleEnv(gym.Env):
     def _episode_config(self, rng: np.random.Generator) -> ClusterConfig:
         config = self.cluster_config
         rnd = self.randomization
-        lo, hi = rnd.cold_start_scale
-        if (lo, hi) != (1.0, 1.0):
-            f = float(rng.uniform(lo, hi))
-            lc = config.lifecycle
+        lc = config.lifecycle
+        if rnd.cold_start_s is not None:
+            lo, hi = rnd.cold_start_s
+            f = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) / max(lc.cold_start_s, 1e-9)
+        else:
+            lo, hi = rnd.cold_start_scale
+            f = float(rng.uniform(lo, hi)) if (lo, hi) != (1.0, 1.0) else 1.0
+        if f != 1.0:
             config = replace(config, lifecycle=PodLifecycle(lc.image_pull_s * f, lc.image_pull_cached_s * f, lc.model_load_s * f, lc.jitter))
         if rnd.gpus:
-            gpu = rnd.gpus[int(rng.integers(len(rnd.gpus)))]
-            config = replace(config, pools=(replace(config.pools[0], gpu=gpu, name=gpu.lower()),) + config.pools[1:])
+            gpu, _, model = rnd.gpus[int(rng.integers(len(rnd.gpus)))].partition(":")
+            config = replace(config, pools=(replace(config.pools[0], gpu=gpu, name=gpu.lower()),) + config.pools[1:], model=model or config.model)
         return config
 
     def _pools(self, config: ClusterConfig) -> tuple[PoolRuntime, ...]:
@@ -190,18 +230,64 @@ class AutoscaleEnv(gym.Env):
 
         return scale_rate(workload, float(rng.uniform(lo, hi)), rng)
 
-    def _misses_since_last(self) -> int:
+    def _fitted(self, workload: Workload, rng: np.random.Generator) -> Workload:
+        """``workload`` thinned so that its busiest minute needs at most the drawn ``peak_load`` of the fleet."""
+        span = self.randomization.peak_load
+        capacity = self.autoscaler.capacity if self.autoscaler is not None else None
+        if span is None or capacity is None or not len(workload):
+            return workload
+        peak_rps = np.bincount((workload.arrival_s // 60).astype(int)).max() / 60.0
+        mix = capacity.rps(float(workload.prompt_tokens.mean()), float(workload.output_tokens.mean()))
+        limit = float(rng.uniform(*span)) * self.max_replicas * mix
+        if peak_rps <= limit:
+            return workload
+        from simulator.workloads.ops import scale_rate
+
+        return scale_rate(workload, limit / peak_rps, rng)
+
+    def _initial(self, rng: np.random.Generator) -> int:
+        span = self.randomization.initial_replicas
+        if span is None:
+            return self.initial_replicas
+        lo, hi = max(self.min_replicas, span[0]), min(self.max_replicas, span[1])
+        return int(rng.integers(lo, hi + 1))
+
+    def _misses_since_last(self) -> tuple[int, int]:
+        """SLO misses and completions among the requests finished since the last call that could have met the
+        SLO on an idle replica (:func:`simulator.engine.isolated.feasible`): the misses scaling could avoid."""
         cluster = self._cluster
         assert cluster is not None
-        slo = self.slo
-        misses = 0
+        slo, ok = self.slo, self._feasible
+        misses = counted = 0
         new = cluster.finished[self._counted :]
         for f in new:
+            if not ok[f.rid]:
+                continue
+            counted += 1
             tpot = (f.finish_s - f.first_token_s) / (f.output_tokens - 1) if f.output_tokens > 1 else 0.0
             if f.first_token_s - f.arrival_s > slo.ttft_s or tpot > slo.tpot_s:
                 misses += 1
         self._counted = len(cluster.finished)
-        return misses
+        return misses, counted
+
+    def _observe(self) -> np.ndarray:
+        """What the agent sees: the learned policy's observation of the last snapshot."""
+        assert self.autoscaler is not None and self._state is not None and self._cluster is not None
+        ctx = self.autoscaler.context(self._t, self._cluster.desired)
+        obs, _, _ = self.policy.observe(self.last_snapshot, ctx, self._state.policy_state)
+        return obs
+
+    def base_capacity(self) -> CapacityProfile:
+        """The capacity profile of the configured (not randomised) cluster: what an artifact ships for targets without one."""
+        from simulator.planning.capacity import cluster_capacity
+
+        return cluster_capacity(self.cluster_config, self.slo, pools=self._pools(self.cluster_config))
+
+    def set_slo_weight(self, weight: float) -> None:
+        """Change the SLO weight from the next step on (a Lagrangian multiplier's update)."""
+        if not weight >= 0:
+            raise ValueError(f"slo_weight must be >= 0, got {weight}")
+        self.reward_weights = replace(self.reward_weights, slo_weight=float(weight))
 
     # ---------------------------------------------------------------- API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -209,35 +295,37 @@ class AutoscaleEnv(gym.Env):
         rng = self.np_random
         config = self._episode_config(rng)
         workload = options["workload"] if options and "workload" in options else self._scaled(self.sample_workload(rng), rng)
+        initial = self._initial(rng)
         self.workload = workload
-        self._cluster = build_cluster(
-            config, workload, initial_replicas=self.initial_replicas, rng=rng, pools=self._pools(config)
-        )
-        self._t = 0.0
-        self._cost = 0.0
+        pools = self._pools(config)
+        self.episode_config = config
+        self.autoscaler = sim_autoscaler(self.policy, config, self.behavior, slo=self.slo, interval_s=self.interval_s, pools=pools)
+        workload = self._fitted(workload, rng)
+        self.workload = workload
+        self._state = self.autoscaler.initial_state()
+        self._cluster = build_cluster(config, workload, initial_replicas=initial, rng=rng, pools=pools,
+                                      windows=policy_windows(self.policy))
+        self._feasible = feasible(pools[0].model, pools[0].engine, self.slo, workload.prompt_tokens, workload.output_tokens)
+        self._t = min(self.interval_s, workload.duration_s)
+        self._cluster.run_until(self._t)
+        self.last_snapshot = self._cluster.snapshot()
+        # rewards start with the first action: what the first interval cost is nobody's doing
+        self._cost = self._cluster.cost_usd()
         self._counted = 0
-        self._cluster.run_until(0.0)
-        snapshot = self._cluster.snapshot()
-        self.last_snapshot = snapshot
-        return build_observation(snapshot, self._ctx), {"workload": workload.name}
-
-    def desired_after(self, action: int) -> int:
-        """The desired replicas that ``action`` leads to from the current state."""
-        cluster = self._cluster
-        assert cluster is not None
-        if self.action_mode == "step":
-            target = cluster.desired + self.steps[int(action)]
-        else:
-            target = self.min_replicas + int(action)
-        return max(self.min_replicas, min(self.max_replicas, target))
+        self._misses_since_last()
+        self.last_decision: DecisionRecord | None = None
+        return self._observe(), {"workload": workload.name, "gpu": config.pools[0].gpu, "cold_start_s": config.lifecycle.cold_start_s}
 
     def step(self, action):
         cluster = self._cluster
-        if cluster is None:
+        if cluster is None or self.autoscaler is None or self._state is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
-        cluster.scale(self.desired_after(int(action)))
+        self._actor.action = int(action)
+        record, self._state = decide(self.autoscaler, self.last_snapshot, self._t, cluster.desired, self._state)
+        self.last_decision = record
+        cluster.scale(record.final)
         end = self.workload.duration_s
         self._t = min(self._t + self.interval_s, end)
         cluster.run_until(self._t)
@@ -246,9 +334,11 @@ class AutoscaleEnv(gym.Env):
         self.last_snapshot = snapshot
         if truncated:
             cluster.finish()
-        misses = self._misses_since_last()
-        if truncated:
-            misses += cluster.unserved + cluster.rejected
+        misses, completed = self._misses_since_last()
+        finished = len(cluster.finished)
+        if truncated:  # requests never served count as misses (a rejected one never fit the KV cache: not counted)
+            lost = cluster.unserved
+            misses, completed = misses + lost, completed + lost
         cost = cluster.cost_usd()
         step_cost = cost - self._cost
         self._cost = cost
@@ -261,6 +351,9 @@ class AutoscaleEnv(gym.Env):
             "ready": cluster.ready_replicas,
             "starting": cluster.starting_replicas,
             "gpus_billed": cluster.gpus_in_use,
-            "finished": len(cluster.finished),
+            "finished": finished,
+            "completed": completed,
+            "proposal": record.proposal,
+            "fallback": record.fallback,
         }
-        return build_observation(snapshot, self._ctx), float(reward), False, truncated, info
+        return self._observe(), float(reward), False, truncated, info

@@ -2,45 +2,95 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from controller.artifact import DEFAULT_ARTIFACT
 from simulator.evaluation.runner import PolicyEntry, WorkloadEntry
+from simulator.workloads.workload import Workload
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parents[2] / "controller" / "policies" / "default"
-
-#: Baselines at tuned settings (see bench/results/policy_benchmark.md for the sweeps behind them).
+#: The line-up of ``kis evaluate`` and ``kis demo``; the rules at the settings the benchmark's sweeps found best
+#: over all its workloads (bench/results/policy_benchmark.md).
 DEFAULT_POLICIES: tuple[PolicyEntry, ...] = (
     PolicyEntry("learned", {"type": "learned", "artifact": str(DEFAULT_ARTIFACT)}),
+    PolicyEntry("planner", {"type": "planner", "target_utilization": 0.8}),
     PolicyEntry("hpa", {"type": "hpa", "metric": "requests_per_replica", "target": 8.0}),
-    PolicyEntry("threshold", {"type": "threshold", "scale_up_tpm": 240_000, "scale_down_tpm": 120_000}),
     PolicyEntry("kpa", {"type": "kpa", "target": 8.0}),
+    PolicyEntry("threshold", {"type": "threshold", "scale_up_tpm": 240_000, "scale_down_tpm": 120_000}),
     PolicyEntry("fixed", {"type": "fixed", "replicas": 4}),
 )
 
 PATTERNS: tuple[str, ...] = ("ramp", "periodic", "random", "spike", "llm-day")
 
 
-def preset_workloads(names: Sequence[str], duration_s: float | None = None) -> list[WorkloadEntry]:
-    """Workload presets; each seed draws a fresh sample."""
-    from simulator.workloads.catalog import make_workload
+@dataclass(frozen=True)
+class PresetWorkload:
+    """``make(seed)`` of a workload preset: each seed draws a fresh sample."""
 
-    return [WorkloadEntry(name, lambda seed, _n=name: make_workload(_n, seed=seed, duration_s=duration_s)) for name in names]
+    name: str
+    duration_s: float | None = None
+
+    def __call__(self, seed: int) -> Workload:
+        from simulator.workloads.catalog import make_workload
+
+        return make_workload(self.name, seed=seed, duration_s=self.duration_s)
 
 
-def trace_workload(path: Path, fmt: str, duration_s: float | None = None) -> WorkloadEntry:
-    """A trace replayed as is (the seed only changes the cluster's randomness)."""
+@dataclass(frozen=True, eq=False)
+class FixedWorkload:
+    """``make(seed)`` of a loaded trace: the same requests for every seed (the seed only changes the cluster's randomness)."""
+
+    workload: Workload
+
+    def __call__(self, seed: int) -> Workload:
+        return self.workload
+
+
+@dataclass(frozen=True, eq=False)
+class ScaledWorkload:
+    """``make(seed)`` of another maker's workload at ``factor`` times its rate, thinned or
+    duplicated with ``seed`` (the base is drawn with ``base_seed``, or with ``seed`` when ``None``)."""
+
+    base: Callable[[int], Workload]
+    factor: float
+    base_seed: int | None = 0
+
+    def __call__(self, seed: int) -> Workload:
+        from simulator.workloads.ops import scale_rate
+
+        return scale_rate(self.base(seed if self.base_seed is None else self.base_seed), self.factor, np.random.default_rng(seed))
+
+
+def preset_workloads(names: Sequence[str], duration_s: float | None = None, rate_scale: float = 1.0) -> list[WorkloadEntry]:
+    """Workload presets; each seed draws a fresh sample (at ``rate_scale`` times its rate, thinned or copied with the seed)."""
+    entries = [WorkloadEntry(name, PresetWorkload(name, duration_s)) for name in names]
+    return entries if rate_scale == 1.0 else [
+        WorkloadEntry(f"{e.name}_x{rate_scale:g}", ScaledWorkload(e.make, rate_scale, base_seed=None)) for e in entries]
+
+
+def trace_workload(path: Path, fmt: str, duration_s: float | None = None, *, rate_scale: float = 1.0,
+                   skip_bad_rows: bool = False) -> WorkloadEntry:
+    """A trace replayed as is: the seed only changes the cluster's randomness (and, with ``rate_scale``,
+    which requests are thinned or copied)."""
     from simulator.workloads.catalog import load_trace
 
-    workload = load_trace(path, fmt)
+    workload = load_trace(path, fmt, skip_bad_rows=skip_bad_rows)
     if duration_s is not None:
         from simulator.workloads.ops import window
 
         workload = window(workload, 0.0, duration_s)
-    return WorkloadEntry(path.stem, lambda seed, _w=workload: _w)
+    entry = WorkloadEntry(path.stem, FixedWorkload(workload))
+    return entry if rate_scale == 1.0 else scaled(entry, rate_scale)
+
+
+def scaled(entry: WorkloadEntry, factor: float, name: str | None = None) -> WorkloadEntry:
+    """``entry`` at ``factor`` times its rate (its seed-0 sample, thinned or duplicated per seed), under ``name`` (default ``NAME_xFACTOR``)."""
+    return WorkloadEntry(name or f"{entry.name}_x{factor:g}", ScaledWorkload(entry.make, factor))
 
 
 def load_policies(path: Path) -> list[PolicyEntry]:
@@ -51,9 +101,22 @@ def load_policies(path: Path) -> list[PolicyEntry]:
         raise ValueError(f"{path}: cannot read policies: {exc}") from exc
     if not isinstance(raw, list):
         raise ValueError(f"{path}: expected a list of policies, got {type(raw).__name__}")
+    from controller.guardrails import Behavior
+    from controller.policies.registry import build_policy
+
     entries = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or "name" not in item or "spec" not in item:
-            raise ValueError(f"{path}: policy #{i + 1} needs 'name' and 'spec'")
-        entries.append(PolicyEntry(str(item["name"]), dict(item["spec"]), dict(item.get("behavior") or {})))
+        if not isinstance(item, dict) or "name" not in item or not isinstance(item.get("spec"), dict):
+            raise ValueError(f"{path}: policy #{i + 1} needs 'name' and a 'spec' mapping")
+        name, spec, behavior = str(item["name"]), dict(item["spec"]), item.get("behavior") or {}
+        if spec.get("type") == "learned" and spec.get("artifact") and not Path(spec["artifact"]).is_absolute():
+            spec["artifact"] = str(path.parent / spec["artifact"])  # relative to the policies file
+        try:
+            if not isinstance(behavior, dict):
+                raise ValueError("behavior: must be a mapping of guardrail settings")
+            Behavior(**behavior)
+            build_policy(spec)  # a learned one loads its artifact (the shipped default without one)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: policy #{i + 1} ({name}): {exc}") from exc
+        entries.append(PolicyEntry(name, spec, dict(behavior)))
     return entries

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator.evaluation.runner import ORACLE, EvaluationSetup, PolicyEntry, WorkloadEntry, evaluate
+from simulator.evaluation.runner import ORACLE, EvaluationSetup, FailedRun, PolicyEntry, WorkloadEntry, run_cells
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ KNOBS: dict[str, Knob] = {
 }
 
 
+def sweep_size(policies: Sequence[PolicyEntry], n_workloads: int, n_seeds: int, *, oracle_targets: Sequence[float] = (0.9, 0.95, 0.99),
+               knobs: Mapping[str, Knob] = KNOBS) -> int:
+    """How many runs :func:`sweep` makes with these arguments."""
+    values = sum(len(knobs[str(p.spec.get("type"))].values) for p in policies if str(p.spec.get("type")) in knobs)
+    return (values + len(oracle_targets)) * n_workloads * n_seeds
+
+
 def sweep(
     policies: Sequence[PolicyEntry],
     workloads: Sequence[WorkloadEntry],
@@ -59,25 +66,53 @@ def sweep(
     oracle_targets: Sequence[float] = (0.9, 0.95, 0.99),
     knobs: Mapping[str, Knob] = KNOBS,
     on_point: Callable[[str, float], None] | None = None,
+    on_run: Callable[[str, str, int], None] | None = None,
+    executor=None,
+    failures: list[FailedRun] | None = None,
 ) -> list[SweepPoint]:
-    """Every policy with a known knob at each of its values; the oracle at each target attainment."""
-    points: list[SweepPoint] = []
+    """Every policy with a known knob at each of its values; the oracle at each target attainment.
+
+    All runs of all points are cells of one batch for ``executor`` (see
+    :func:`simulator.evaluation.runner.evaluate`); ``on_point(policy, value)``
+    is called when a point's last run finishes, ``on_run`` after each run. A
+    point with a failed run is left out (the failure goes to ``failures``, or
+    :class:`~simulator.evaluation.runner.EvaluationFailed` is raised at the end).
+    """
+    from simulator.evaluation.cells import Cell, make_plan
+
+    variants: list[PolicyEntry] = []
+    points: list[tuple[str, str, float]] = []  # (policy, knob, value) per point
+    cells: list[Cell] = []  # per_point consecutive cells per point
     for entry in policies:
         knob = knobs.get(str(entry.spec.get("type")))
         if knob is None:
             continue
         for value in knob.values:
-            variant = PolicyEntry(entry.name, knob.apply(entry.spec, value), entry.behavior)
-            records = evaluate([variant], workloads, seeds, setup, include_oracle=False, keep_results=False)
-            points.append(_point(entry.name, knob.name, value, [r.summary for r in records]))
-            if on_point:
-                on_point(entry.name, value)
+            variants.append(PolicyEntry(entry.name, knob.apply(entry.spec, value), entry.behavior))
+            points.append((entry.name, knob.name, value))
+            for w in range(len(workloads)):
+                cells.extend(Cell(len(variants) - 1, w, seed) for seed in seeds)
     for target in oracle_targets:
-        records = evaluate([], workloads, seeds, EvaluationSetup(**{**setup.__dict__, "oracle_target": target}), keep_results=False)
-        points.append(_point(ORACLE, "target_attainment", target, [r.summary for r in records]))
-        if on_point:
-            on_point(ORACLE, target)
-    return points
+        points.append((ORACLE, "target_attainment", target))
+        for w in range(len(workloads)):
+            cells.extend(Cell(None, w, seed, oracle_target=target) for seed in seeds)
+    per_point = len(workloads) * len(seeds)
+    remaining = [per_point] * len(points)
+
+    def finished(index: int) -> None:
+        point = index // per_point
+        remaining[point] -= 1
+        if remaining[point] == 0 and on_point:
+            on_point(points[point][0], points[point][2])
+
+    plan = make_plan(variants, workloads, setup, keep_results=False)
+    records = run_cells(plan, cells, executor, on_run=on_run, failures=failures, on_cell=finished)
+    out = []
+    for p, (policy, knob, value) in enumerate(points):
+        summaries = [r.summary for r in records[p * per_point : (p + 1) * per_point] if r is not None]
+        if len(summaries) == per_point:
+            out.append(_point(policy, knob, value, summaries))
+    return out
 
 
 def _point(policy: str, knob: str, value: float, summaries: Sequence[Mapping[str, float]]) -> SweepPoint:

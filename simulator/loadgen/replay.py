@@ -92,13 +92,18 @@ async def replay(
     concurrency_limit: int = 256,
     timeout_s: float = 120.0,
     on_result: Callable[[RequestResult], None] | None = None,
+    keepalive: bool = True,
 ) -> list[RequestResult]:
-    """Send the workload's requests open-loop; returns one result per request sent, in order."""
+    """Send the workload's requests open-loop; returns one result per request sent, in order.
+
+    ``keepalive=False`` opens a connection per request: behind a Kubernetes Service (balanced per connection) the
+    requests then spread over the replicas that exist when they are sent, new ones included.
+    """
     if speedup <= 0 or concurrency_limit < 1:
         raise ValueError("speedup must be positive and concurrency_limit >= 1")
     count = len(workload) if max_requests is None else min(max_requests, len(workload))
     gate = asyncio.Semaphore(concurrency_limit)
-    limits = httpx.Limits(max_connections=concurrency_limit, max_keepalive_connections=concurrency_limit)
+    limits = httpx.Limits(max_connections=concurrency_limit, max_keepalive_connections=concurrency_limit if keepalive else 0)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
         start = time.monotonic()
 

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from simulator.profiles.engines import get_engine
 from simulator.profiles.shapes import ModelShape, shape_from_mapping
+from simulator.profiles.specs import GpuSpec, get_gpu
 
 TIMINGS = ("kernel_ms", "wall_ms")
 
@@ -27,14 +29,34 @@ class ProfilePoint:
 
 @dataclass(frozen=True)
 class MeasuredProfile:
+    """A measured profile.
+
+    :param gpu: the GPU's name as measured (``torch.cuda.get_device_name()``), an alias in :mod:`simulator.profiles.specs`.
+    :param engine: the engine mode measured (:mod:`simulator.profiles.engines`); ``eager`` when the file does not say.
+    :param software: versions of the software that ran (torch, transformers, vllm, CUDA, driver), as recorded.
+    """
+
     model: str
     gpu: str
     shape: ModelShape
     points: tuple[ProfilePoint, ...]
     source: str = ""
+    engine: str = "eager"
+    software: tuple[tuple[str, str], ...] = ()
 
     def phase(self, phase: str) -> tuple[ProfilePoint, ...]:
         return tuple(p for p in self.points if p.phase == phase)
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).name if self.source else self.model
+
+    def spec(self) -> GpuSpec:
+        """The datasheet figures of the GPU it was measured on."""
+        try:
+            return get_gpu(self.gpu)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc} (the profile's 'gpu' field)") from exc
 
 
 def _points(data: dict, phase: str, length_key: str, path: Path) -> list[ProfilePoint]:
@@ -73,4 +95,14 @@ def load_profile(path: str | Path) -> MeasuredProfile:
         raise ValueError(f"{path}: missing object 'shape'")
     shape = shape_from_mapping(data["shape"], str(data.get("model", path.stem)), f"{path}: shape")
     points = _points(data, "prefill", "prompt_len", path) + _points(data, "decode", "context_len", path)
-    return MeasuredProfile(str(data.get("model", path.stem)), str(data.get("gpu", "unknown")), shape, tuple(points), str(path))
+    engine = str(data.get("engine", "eager"))
+    try:
+        get_engine(engine)
+    except ValueError as exc:
+        raise ValueError(f"{path}: field 'engine': {exc}") from exc
+    software = data.get("software", {})
+    if not isinstance(software, dict):
+        raise ValueError(f"{path}: field 'software' must be an object of name -> version")
+    versions = {k: str(v) for k, v in software.items()} | ({"torch": str(data["torch"])} if "torch" in data and "torch" not in software else {})
+    return MeasuredProfile(str(data.get("model", path.stem)), str(data.get("gpu", "unknown")), shape, tuple(points), str(path),
+                           engine, tuple(sorted(versions.items())))

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
+from simulator.engine.activity import DCGM_SAMPLE_PERIOD_S
 from simulator.engine.capacity import GIB, kv_capacity_tokens
 from simulator.engine.replica import EngineConfig, ReplicaEngine
 from simulator.profiles.latency import IterationTimeModel
@@ -39,6 +40,8 @@ class StubConfig:
     gpu: str = "H100"
     model: str = "llama-8b"
     timing: str = "kernel"
+    engine: str = "paged"
+    calibration: tuple[str, ...] = ()
     served_model_name: str = "kis-stub"
     startup_delay_s: float = 0.0
     max_prompt_tokens: int = 8192
@@ -61,12 +64,14 @@ def create_app(config: StubConfig = StubConfig(), *, latency: IterationTimeModel
     from simulator.profiles import default_latency_model, get_gpu, load_shape
 
     gpu, shape = get_gpu(config.gpu), load_shape(config.model)
-    model = latency or default_latency_model(config.gpu, config.model, config.timing)
+    model = latency or default_latency_model(config.gpu, config.model, config.timing, engine=config.engine, calibration=tuple(config.calibration))
     capacity = kv_capacity_tokens(gpu.memory_gib * GIB, shape.weight_bytes(), shape.kv_bytes_per_token())
     engine = ReplicaEngine(model, EngineConfig(capacity, config.max_num_seqs, config.max_batched_tokens, config.max_waiting))
     driver = RealTimeEngine(engine, time_scale=config.time_scale, stream_interval=config.stream_interval)
     registry = CollectorRegistry()
-    registry.register(EngineCollector(engine, config.served_model_name, shape.weight_bytes(), shape.kv_bytes_per_token(), driver.now))
+    registry.register(EngineCollector(engine, config.served_model_name, shape.weight_bytes(), shape.kv_bytes_per_token(), driver.now, driver.activity,
+                                      period_s=DCGM_SAMPLE_PERIOD_S / config.time_scale,  # one wall second, in engine seconds
+                                      request_tokens=(driver.prompt_tokens, driver.generation_tokens)))
     ready_at = time.monotonic() + config.startup_delay_s
 
     @asynccontextmanager

@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from controller import signals as sig
+from simulator.engine.activity import KernelActivity
+from simulator.engine.metrics import Histogram
 from simulator.engine.replica import FinishedRequest, ReplicaEngine
 
 
@@ -31,7 +34,12 @@ class InFlight:
 
 
 class RealTimeEngine:
-    """Owns a :class:`ReplicaEngine`; every call happens on the event loop's thread."""
+    """Owns a :class:`ReplicaEngine`; every call happens on the event loop's thread.
+
+    It also keeps what ``/metrics`` reports beyond the engine's sink: the engine's busy spans
+    (:attr:`activity`, for ``DCGM_FI_DEV_GPU_UTIL``) and the prompt and generation tokens of each
+    finished request (vLLM's ``vllm:request_prompt_tokens`` and ``vllm:request_generation_tokens``).
+    """
 
     def __init__(self, engine: ReplicaEngine, *, time_scale: float = 1.0, tick_s: float = 0.01, stream_interval: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -48,6 +56,9 @@ class RealTimeEngine:
         self._ids = itertools.count()
         self._inflight: dict[int, InFlight] = {}
         self._task: asyncio.Task | None = None
+        self.activity = KernelActivity()
+        self.prompt_tokens = Histogram(sig.REQUEST_TOKEN_BUCKETS)
+        self.generation_tokens = Histogram(sig.REQUEST_TOKEN_BUCKETS)
 
     def now(self) -> float:
         """Engine time (seconds)."""
@@ -70,6 +81,7 @@ class RealTimeEngine:
         """Queue a request now; ``None`` when the engine refuses it (full queue or too long)."""
         now = self.now()
         self.engine.advance(now)
+        self.activity.before_submit(self.engine, now)
         rid = next(self._ids)
         if not self.engine.submit(rid, now, prompt_tokens, output_tokens):
             return None
@@ -86,6 +98,8 @@ class RealTimeEngine:
         """Advance to now and wake the requests with something to send (first token, a chunk's worth of tokens, done)."""
         self.engine.advance(self.now())
         for done in self.engine.finished:
+            self.prompt_tokens.observe(done.prompt_tokens)
+            self.generation_tokens.observe(done.output_tokens)
             flight = self._inflight.pop(done.rid, None)
             if flight is not None:
                 flight.done = done

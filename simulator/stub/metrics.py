@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from controller import signals as sig
+from simulator.engine.activity import DCGM_SAMPLE_PERIOD_S, KernelActivity
+from simulator.engine.metrics import Histogram
 from simulator.engine.replica import ReplicaEngine
 
 _HELP = {
@@ -16,35 +17,35 @@ _HELP = {
     sig.ITL_HIST: "Histogram of inter-token latency in seconds.",
     sig.E2E_HIST: "Histogram of end to end request latency in seconds.",
     sig.QUEUE_HIST: "Histogram of time spent in WAITING phase for request.",
+    sig.REQUEST_PROMPT_TOKENS_HIST: "Number of prefill tokens processed.",
+    sig.REQUEST_GENERATION_TOKENS_HIST: "Number of generation tokens processed.",
 }
 
 
 class EngineCollector(Collector):
     """One replica's metrics, computed when Prometheus scrapes.
 
-    ``DCGM_FI_DEV_GPU_UTIL`` is the share of wall time the engine was running
-    iterations since the previous scrape (at least one second), like DCGM's
-    sampled utilisation; ``DCGM_FI_DEV_FB_USED`` is weights plus cached KV.
+    ``DCGM_FI_DEV_GPU_UTIL`` is defined as dcgm-exporter's: the percent of the
+    last sample period (1 s of wall time) during which the engine ran
+    iterations (:mod:`simulator.engine.activity`); ``DCGM_FI_DEV_FB_USED`` is
+    weights plus cached KV. ``request_tokens`` are the per-request token
+    histograms (prompt, generation) the driver keeps.
     """
 
     def __init__(self, engine: ReplicaEngine, model_name: str, weight_bytes: float, kv_bytes_per_token: float,
-                 now: Callable[[], float], clock: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float], activity: KernelActivity, *, period_s: float = DCGM_SAMPLE_PERIOD_S,
+                 request_tokens: tuple[Histogram, Histogram] | None = None) -> None:
         self.engine = engine
         self.model_name = model_name
         self.weight_bytes = weight_bytes
         self.kv_bytes_per_token = kv_bytes_per_token
         self.now = now
-        self._clock = clock
-        self._mark = (now(), engine.busy_s)
-        self._util = 0.0
+        self.activity = activity
+        self.period_s = period_s
+        self.request_tokens = request_tokens
 
     def _utilisation(self) -> float:
-        t, busy = self.now(), self.engine.busy_s
-        t0, busy0 = self._mark
-        if t - t0 >= 1.0:
-            self._util = max(0.0, min(1.0, (busy - busy0) / (t - t0)))
-            self._mark = (t, busy)
-        return 100.0 * self._util
+        return self.activity.utilization(self.engine, self.now(), self.period_s)
 
     def collect(self) -> Iterator:
         engine, labels, values = self.engine, ["model_name"], [self.model_name]
@@ -65,7 +66,10 @@ class EngineCollector(Collector):
             family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
             family.add_metric(values, float(value))
             yield family
-        for name, histogram in sink.histograms.items():
+        histograms = dict(sink.histograms)
+        if self.request_tokens is not None:
+            histograms[sig.REQUEST_PROMPT_TOKENS_HIST], histograms[sig.REQUEST_GENERATION_TOKENS_HIST] = self.request_tokens
+        for name, histogram in histograms.items():
             cumulative, buckets = 0.0, []
             for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts):
                 cumulative += count

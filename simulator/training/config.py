@@ -9,51 +9,63 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.slo import SLO
-from simulator.cluster.config import ClusterConfig, NodePool, PodLifecycle
+from simulator.cluster.file import ClusterSection, load_cluster_file
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ClusterSection(_Strict):
-    """The simulated cluster the policy trains on."""
+class RandomizedSection(_Strict):
+    """Ranges of randomised training traffic (:class:`simulator.workloads.randomized.RandomizedSpec`)."""
 
-    gpu: str = "H100"
-    model: str = "llama-8b"
-    timing: Literal["kernel", "wall"] = "kernel"
-    gpus_per_node: int = Field(8, ge=1)
-    max_nodes: int = Field(2, ge=1)
-    provisioning_delay_s: float = Field(180.0, ge=0)
-    image_pull_s: float = Field(30.0, ge=0)
-    model_load_s: float = Field(55.0, ge=0)
-    router: str = "least_connections"
+    rate: tuple[float, float] = (0.25, 55.0)
+    prompt_mean: tuple[float, float] = (64.0, 8192.0)
+    output_mean: tuple[float, float] = (8.0, 512.0)
+    prompt_max: int = Field(32768, ge=1)
+    output_max: int = Field(4096, ge=1)
+    burstiness: tuple[float, float] = (0.05, 0.6)
+    shapes: tuple[str, ...] = ("flat", "daily", "ramp", "spikes", "steps", "silence")
+    combine: float = Field(0.4, ge=0, le=1)
 
-    def build(self) -> ClusterConfig:
-        return ClusterConfig(
-            pools=(NodePool(name=self.gpu.lower(), gpu=self.gpu, gpus_per_node=self.gpus_per_node, initial_nodes=1,
-                            max_nodes=self.max_nodes, provisioning_delay_s=self.provisioning_delay_s),),
-            model=self.model,
-            timing=self.timing,
-            router=self.router,
-            lifecycle=PodLifecycle(image_pull_s=self.image_pull_s, model_load_s=self.model_load_s),
-        )
+
+class LagrangianSection(_Strict):
+    """Adapt the SLO weight so that the share of (avoidable) SLO misses settles at ``1 - target_attainment``.
+
+    After each rollout the miss share is smoothed (``smoothing``, an exponential moving average: one
+    overloaded episode must not swing the weight), then ``w <- w * exp(lr * clip(share / (1 - target) - 1, -1, 1))``,
+    kept within ``[min_weight, max_weight]``."""
+
+    target_attainment: float = Field(0.99, gt=0, lt=1)
+    lr: float = Field(0.05, gt=0)
+    smoothing: float = Field(0.2, gt=0, le=1)
+    min_weight: float = Field(0.01, gt=0)
+    max_weight: float = Field(20.0, gt=0)
 
 
 class EnvSection(_Strict):
-    """Episodes: workloads, replica bounds, action, reward, randomisation."""
+    """Episodes: workloads, replica bounds, action, planner, guardrails, reward, randomisation."""
 
     workloads: tuple[str, ...] = ("ramp", "periodic", "random", "spike", "llm-day")
+    randomized: RandomizedSection | None = None
     episode_duration_s: float = Field(3600.0, gt=0)
     interval_s: float = Field(15.0, gt=0)
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(8, ge=1)
     initial_replicas: int = Field(2, ge=1)
+    initial_replicas_range: tuple[int, int] | None = None
+    action_mode: Literal["residual", "step", "target"] = "residual"
     steps: tuple[int, ...] = (-2, -1, 0, 1, 2)
+    planner: dict[str, Any] = Field(default_factory=dict)
+    behavior: dict[str, Any] = Field(default_factory=dict)
     cost_weight: float = Field(1.0, ge=0)
     slo_weight: float = Field(0.2, ge=0)
+    lagrangian: LagrangianSection | None = None
     rate_scale: tuple[float, float] = (0.5, 1.5)
     cold_start_scale: tuple[float, float] = (0.7, 1.5)
+    cold_start_s: tuple[float, float] | None = None
+    gpus: tuple[str, ...] = ()
+    peak_load: tuple[float, float] | None = None
     slo_ttft_ms: float = Field(500.0, gt=0)
     slo_tpot_ms: float = Field(50.0, gt=0)
 
@@ -61,7 +73,7 @@ class EnvSection(_Strict):
     def _bounds(self) -> EnvSection:
         if not self.min_replicas <= self.initial_replicas <= self.max_replicas:
             raise ValueError("need min_replicas <= initial_replicas <= max_replicas")
-        if 0 not in self.steps:
+        if self.action_mode != "target" and 0 not in self.steps:
             raise ValueError("steps must include 0")
         return self
 
@@ -84,15 +96,22 @@ class TrainConfig(_Strict):
     total_steps: int = Field(200_000, ge=1)
     seed: int = 0
     n_envs: int = Field(8, ge=1)
+    #: How the ``n_envs`` environments step: ``dummy`` one after another in the trainer's process, ``subproc`` one process each.
+    vec_env: Literal["dummy", "subproc"] = "dummy"
     net_arch: tuple[int, ...] = (64, 64)
+    #: added to the logit of the zero step at the start (PPO/A2C): a residual policy starts close to the planner
+    initial_zero_bias: float = Field(0.0, ge=0)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     cluster: ClusterSection = ClusterSection()
     env: EnvSection = EnvSection()
     eval: EvalSection = EvalSection()
 
 
-def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read and validate a YAML training config; errors name the file and the field."""
+def load_train_config(path: Path, overrides: dict[str, Any] | None = None, cluster: Path | None = None) -> TrainConfig:
+    """Read and validate a YAML training config; errors name the file and the field.
+
+    ``cluster`` (a cluster YAML, e.g. from ``kis calibrate``) replaces the config's ``cluster`` section.
+    """
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -101,7 +120,9 @@ def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ValueError(f"{path}: a training config must be a mapping, got {type(raw).__name__}")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return TrainConfig.model_validate(raw)
+        config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"{path}: invalid training config: {problems}") from exc
+    section = load_cluster_file(cluster) if cluster is not None else config.cluster.relative_to(path.parent)
+    return config.model_copy(update={"cluster": section})

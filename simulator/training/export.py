@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -10,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from controller.artifact import ARTIFACT_FORMAT, ActionMap, FeatureRange
+from controller.capacity import CapacityProfile
 from controller.observation import OBSERVATION_SIZE, schema_description
-
-ARTIFACT_FORMAT = "kis-policy/1"
+from controller.policies.planner import PlannerPolicy
 
 
 def _scores_module(model: Any):
@@ -36,9 +38,15 @@ def _scores_module(model: Any):
     return Scores().eval()
 
 
-def export_artifact(model: Any, out_dir: Path, *, steps: list[int], max_replicas: int, provenance: dict[str, Any]) -> Path:
+def planner_parameters(planner: PlannerPolicy) -> dict[str, Any]:
+    """The planner's constructor arguments, as an artifact records them."""
+    return {f.name: getattr(planner, f.name) for f in dataclasses.fields(planner) if f.init and f.name != "name"}
+
+
+def export_artifact(model: Any, out_dir: Path, *, action_map: ActionMap, planner: PlannerPolicy, provenance: dict[str, Any],
+                    feature_range: FeatureRange | None = None, capacity: CapacityProfile | None = None) -> Path:
     """Write ``policy.onnx`` (input ``obs`` float32 [N, features], output ``scores`` [N, actions];
-    the action is the argmax) and ``metadata.json`` into ``out_dir``."""
+    the action is the argmax) and ``metadata.json`` (:mod:`controller.artifact`) into ``out_dir``."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -51,14 +59,18 @@ def export_artifact(model: Any, out_dir: Path, *, steps: list[int], max_replicas
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False, external_data=False,
         )
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-    metadata = {
+    metadata: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
         "schema": schema_description(),
-        "action": {"kind": "step", "steps": list(steps)},
-        "observation_context": {"max_replicas": int(max_replicas)},
+        "action": action_map.to_dict(),
+        "planner": planner_parameters(planner),
         "sha256": digest,
         "provenance": {"exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **provenance},
     }
+    if feature_range is not None:
+        metadata["feature_range"] = feature_range.to_dict()
+    if capacity is not None:
+        metadata["capacity"] = capacity.to_dict()
     (out_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return out_dir
 

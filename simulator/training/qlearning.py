@@ -2,7 +2,8 @@
 
 The state is (token-load bin, desired replicas): token load is prompt plus
 generated tokens per second per ready replica, cut into bins; the action is
-the environment's replica step. Epsilon-greedy exploration decays linearly
+the environment's replica step (train it on an env with ``action_mode="step"``).
+:meth:`QTable.as_policy` runs the greedy table through the shared ``decide``. Epsilon-greedy exploration decays linearly
 over the episodes. Each episode logs its reward, SLO misses and GPU-hours.
 """
 
@@ -13,11 +14,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from controller import signals as sig
-from controller.decision import DecisionRecord
+from controller.decision import Proposal
+from controller.policies.base import PolicyContext
 
 #: Default bin edges of token load (tokens/s per ready replica).
 DEFAULT_LOAD_EDGES: tuple[float, ...] = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000)
@@ -78,15 +81,26 @@ class QTable:
         data = np.load(path)
         return cls(tuple(data["load_edges"].tolist()), int(data["max_replicas"]), tuple(int(s) for s in data["steps"]), data["values"])
 
-    def as_decide(self) -> Callable[[Mapping[str, float], float, int], DecisionRecord]:
-        """A decide function for :func:`simulator.runner.simulate` (greedy actions)."""
+    def as_policy(self) -> QTablePolicy:
+        """The greedy table as a :class:`~controller.policies.base.Policy`, to run through ``decide`` like any other."""
+        return QTablePolicy(self)
 
-        def decide(snapshot: Mapping[str, float], now_s: float, current: int) -> DecisionRecord:
-            step = self.steps[self.greedy(self.state(snapshot, current))]
-            final = min(max(current + step, 1), self.max_replicas)
-            return DecisionRecord(time_s=now_s, policy="qlearning", current_replicas=current, proposal=current + step, final=final, reason=f"QStep{step:+d}")
 
-        return decide
+@dataclass(frozen=True, eq=False)
+class QTablePolicy:
+    """Greedy actions of a :class:`QTable`: the current replicas plus the best step."""
+
+    table: QTable
+    name: str = "qlearning"
+
+    required_signals: ClassVar[tuple[str, ...]] = ("prompt_token_rate", "generation_token_rate")
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: None) -> tuple[Proposal, None]:
+        step = self.table.steps[self.table.greedy(self.table.state(snapshot, ctx.current_replicas))]
+        return Proposal(ctx.current_replicas + step, (f"greedy step {step:+d} at load {token_load(snapshot):.0f} tokens/s/replica",)), None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,11 @@ def train_sb3(
     ``env_factory`` replaces the config's environment (tests inject small clusters).
     """
     import torch
-    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
+
+    from simulator.training.callbacks import FeatureRangeCallback, LagrangianCallback
 
     if config.algo not in DEFAULTS:
         raise ValueError(f"train_sb3 handles ppo, a2c and dqn, not {config.algo!r}")
@@ -52,23 +55,33 @@ def train_sb3(
     (out_dir / "config.json").write_text(config.model_dump_json(indent=2))
     n_envs = 1 if config.algo == "dqn" else config.n_envs
     factory = env_factory or (lambda: make_env(config))
-    probe = factory()  # the action map and normalisation come from the env actually trained on
-    steps, max_replicas = list(probe.steps), int(probe.max_replicas)
-    venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed)
+    probe = factory()  # the action map and the planner come from the env actually trained on
+    if config.vec_env == "subproc" and n_envs > 1:
+        from stable_baselines3.common.vec_env import SubprocVecEnv
+
+        venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed, vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "forkserver"})
+    else:
+        venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed)
     eval_env = make_vec_env(factory, n_envs=1, seed=config.seed + 10_000)
     params = {**DEFAULTS[config.algo], **config.hyperparameters}
     model = _algorithm(config.algo)(
         "MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
         policy_kwargs={"net_arch": list(config.net_arch)}, **params,
     )
+    _bias_towards_zero_step(model, probe.action_map, config.initial_zero_bias)
     model.set_logger(configure(str(out_dir), ["csv", "tensorboard"]))
-    callback = EvalCallback(
+    ranges = FeatureRangeCallback()
+    callbacks: list[Any] = [ranges, EvalCallback(
         eval_env, eval_freq=max(1, config.eval.every_steps // n_envs), n_eval_episodes=config.eval.episodes,
         log_path=str(out_dir / "eval"), best_model_save_path=None, deterministic=True, verbose=0,
-    )
+    )]
+    if config.env.lagrangian is not None:
+        callbacks.append(LagrangianCallback(config.env.lagrangian, config.env.slo_weight))
     start = time.perf_counter()
     try:
-        model.learn(total_timesteps=config.total_steps, callback=callback, progress_bar=progress)
+        with warnings.catch_warnings():  # SubprocVecEnv for training, DummyVecEnv for the one evaluation env: meant
+            warnings.filterwarnings("ignore", message="Training and eval env are not of the same type")
+            model.learn(total_timesteps=config.total_steps, callback=CallbackList(callbacks), progress_bar=progress)
     finally:
         model.logger.close()  # the CSV file and the TensorBoard writer's thread
         venv.close()
@@ -80,13 +93,18 @@ def train_sb3(
         from simulator.training.export import export_artifact
 
         export_artifact(
-            model, out_dir / "artifact", steps=steps, max_replicas=max_replicas,
+            model, out_dir / "artifact", action_map=probe.action_map, planner=probe.policy.planner,
+            feature_range=ranges.feature_range(), capacity=probe.base_capacity(),
             provenance={
                 "algorithm": config.algo,
                 "total_steps": config.total_steps,
                 "seed": config.seed,
                 "train_seconds": round(seconds, 1),
-                "workloads": list(config.env.workloads),
+                "workloads": "randomized" if config.env.randomized is not None else list(config.env.workloads),
+                "randomized": config.env.randomized.model_dump() if config.env.randomized is not None else None,
+                "gpus": list(config.env.gpus),
+                "cold_start_s": list(config.env.cold_start_s) if config.env.cold_start_s else None,
+                "lagrangian": config.env.lagrangian.model_dump() if config.env.lagrangian is not None else None,
                 "rate_scale": list(config.env.rate_scale),
                 "cold_start_scale": list(config.env.cold_start_scale),
                 "reward": {"cost_weight": config.env.cost_weight, "slo_weight": config.env.slo_weight},
@@ -97,6 +115,16 @@ def train_sb3(
             },
         )
     return model
+
+
+def _bias_towards_zero_step(model: Any, action_map: Any, bias: float) -> None:
+    """Start an actor-critic policy near "no change" (the planner's proposal, for residual actions)."""
+    if bias <= 0 or 0 not in action_map.values or not hasattr(model.policy, "action_net"):
+        return
+    import torch
+
+    with torch.no_grad():
+        model.policy.action_net.bias[action_map.values.index(0)] += bias
 
 
 def _write_eval_curve(out_dir: Path) -> None:

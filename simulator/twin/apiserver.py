@@ -7,21 +7,32 @@ an ``autoscaling/v1`` Scale and a patch changes ``spec.replicas``;
 replaces Leases; ``status`` is a subresource; merge patches. Deployments get
 ``readyReplicas = replicas`` at once unless ``auto_ready`` is off (then an
 actuator sets the status). Faults can be injected per method and path.
+LISTs answer the current resourceVersion and, with ``?watch=true``, stream
+the changes after the one given (:class:`WatchLog`; 410 Expired for a
+compacted one), as the informers of the controller need. Every Scale and
+status write that lands is kept in :attr:`KubeEmulator.writes` with the
+writer (its User-Agent) and the Leases' holders at that moment, for the
+fault soak's checks.
 
 Runs in a thread on loopback (:meth:`KubeEmulator.start`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import copy
 import datetime as dt
+import json
 import re
 import threading
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 CR = "/apis/autoscaling.kis-s.dev/v1alpha1"
 
@@ -38,6 +49,61 @@ def merge_patch(target: dict, patch: dict) -> dict:
     return target
 
 
+def expired_event(resource_version: str, oldest: int) -> bytes:
+    """The ERROR event (a JSON line) a Kubernetes API server streams for a watch from a compacted resourceVersion."""
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired", "code": 410,
+              "message": f"too old resource version: {resource_version} ({oldest})"}
+    return json.dumps({"type": "ERROR", "object": status}).encode() + b"\n"
+
+
+class WatchLog:
+    """The last ``capacity`` change events by resourceVersion, for ``?watch=true`` (as the API server's watch cache).
+
+    Each event is kept as the JSON line a watch streams, serialised once when
+    recorded (a snapshot: later writes to the object do not change it).
+    :meth:`since` answers the lines after a resourceVersion, or ``None`` when
+    some of them were dropped (the watcher then gets 410 Gone and must list
+    again). :meth:`compact` drops everything (tests use it to force a 410).
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._versions: list[int] = []
+        self._events: list[tuple[str, str | None, bytes]] = []  # (kind, namespace, JSON line)
+        self._dropped_through = 0
+
+    def record(self, resource_version: int, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        """``obj`` changed at ``resource_version``: ``ADDED``, ``MODIFIED`` or ``DELETED``."""
+        line = json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        self._versions.append(resource_version)
+        self._events.append((kind, (obj.get("metadata") or {}).get("namespace"), line))
+        if len(self._events) > self.capacity:
+            drop = len(self._events) - self.capacity
+            self._dropped_through = self._versions[drop - 1]
+            del self._versions[:drop], self._events[:drop]
+
+    def since(self, kind: str, namespace: str | None, resource_version: int) -> list[bytes] | None:
+        """Event lines of ``kind`` (in ``namespace``, or all) newer than ``resource_version``; ``None`` if some are gone."""
+        if resource_version < self._dropped_through:
+            return None
+        start = bisect.bisect_right(self._versions, resource_version)
+        return [line for k, ns, line in self._events[start:] if k == kind and (namespace is None or ns == namespace)]
+
+    def compact(self, through: int | None = None) -> None:
+        """Forget every event: a watch from a resourceVersion older than ``through`` (default: the last event's) gets 410 Gone."""
+        last = self._versions[-1] if self._versions else self._dropped_through
+        self._dropped_through = max(self._dropped_through, last if through is None else through)
+        self._versions.clear()
+        self._events.clear()
+
+    @property
+    def oldest(self) -> int:
+        """The resourceVersion from which watches still work."""
+        return self._dropped_through
+
+
 def _status(code: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}, status_code=code)
 
@@ -50,6 +116,22 @@ class Fault:
     times: int
 
 
+@dataclass(frozen=True)
+class Write:
+    """A Scale or status write that landed: when, by whom, on what, and who held each Lease then."""
+
+    time_s: float
+    writer: str
+    kind: str  # "scale" or "status"
+    namespace: str
+    name: str
+    before: int | None  # Scale: spec.replicas before and after
+    after: int | None
+    holders: dict[str, str | None]  # "namespace/name" of each Lease -> its holderIdentity
+
+
+WATCHED = ("deployments", "inferenceautoscalers", "configmaps")
+
 class KubeEmulator:
     """Objects by (kind, namespace, name); ``requests`` logs (method, path) for assertions."""
 
@@ -58,7 +140,10 @@ class KubeEmulator:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
+        self.writes: list[Write] = []
+        self.watch_log = WatchLog()
         self._version = 0
+        self._cut = 0  # drop_watches() generation
         self._lock = threading.RLock()
         self.app = self._build()
         self.handle: Any = None
@@ -73,15 +158,22 @@ class KubeEmulator:
         meta.setdefault("generation", 1)
         return obj
 
+    def _changed(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        """Tell the watches (call with the lock held, after :meth:`_bump`)."""
+        if kind in WATCHED:
+            self.watch_log.record(self._version, kind, type_, obj)
+
     def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace an object directly (test setup)."""
+        """Create or replace an object directly (test setup, or someone else's write)."""
         with self._lock:
             obj = copy.deepcopy(obj)
             key = (kind, obj["metadata"].get("namespace", "default"), obj["metadata"]["name"])
             obj["metadata"]["namespace"] = key[1]
             if kind == "deployments":
                 self._sync_deployment(obj)
+            added = key not in self.objects
             self.objects[key] = self._bump(obj)
+            self._changed(kind, "ADDED" if added else "MODIFIED", obj)
             return copy.deepcopy(obj)
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -91,17 +183,30 @@ class KubeEmulator:
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with self._lock:
-            self.objects.pop((kind, namespace, name), None)
+            obj = self.objects.pop((kind, namespace, name), None)
+            if obj is not None:
+                self._changed(kind, "DELETED", self._bump(copy.deepcopy(obj)))
 
     def set_ready(self, namespace: str, name: str, ready: int) -> None:
         with self._lock:
             obj = self.objects[("deployments", namespace, name)]
             obj.setdefault("status", {})["readyReplicas"] = ready
-            self._bump(obj)
+            self._changed("deployments", "MODIFIED", self._bump(obj))
 
     def inject(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
-        """The next ``times`` requests matching answer ``status``."""
-        self.faults.append(Fault(method.upper(), re.compile(path_regex), status, times))
+        """The next ``times`` requests matching answer ``status`` (``method`` ``*``: any; a watch is ``WATCH``)."""
+        with self._lock:
+            self.faults.append(Fault(method.upper(), re.compile(path_regex), status, times))
+
+    def drop_watches(self) -> None:
+        """End every open watch stream (as a restarting API server does)."""
+        with self._lock:
+            self._cut += 1
+
+    def holders(self) -> dict[str, str | None]:
+        """``namespace/name`` of each Lease -> its holder."""
+        with self._lock:
+            return {f"{ns}/{name}": (o.get("spec") or {}).get("holderIdentity") for (k, ns, name), o in self.objects.items() if k == "leases"}
 
     def events(self, namespace: str | None = None) -> list[dict[str, Any]]:
         return [o for (k, ns, _), o in self.objects.items() if k == "events" and (namespace is None or ns == namespace)]
@@ -128,6 +233,38 @@ class KubeEmulator:
         items = [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items()) if k == kind and (namespace is None or ns == namespace)]
         return {"apiVersion": api_version, "kind": list_kind, "metadata": {"resourceVersion": str(self._version)}, "items": items}
 
+    def _list_or_watch(self, request: Request, kind: str, namespace: str | None, api_version: str, list_kind: str) -> Any:
+        if request.query_params.get("watch") not in ("true", "1"):
+            with self._lock:
+                return self._list(kind, namespace, api_version, list_kind)
+        try:
+            since = int(request.query_params.get("resourceVersion") or self._version)
+            timeout_s = float(request.query_params.get("timeoutSeconds") or 1800)
+        except ValueError:
+            return _status(400, "BadRequest", "resourceVersion and timeoutSeconds must be numbers")
+        return StreamingResponse(self._stream(kind, namespace, since, timeout_s), media_type="application/json")
+
+    async def _stream(self, kind: str, namespace: str | None, since: int, timeout_s: float) -> AsyncIterator[bytes]:
+        """The watch: events after ``since``, polled from the :class:`WatchLog` until ``timeout_s`` or :meth:`drop_watches`."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            cut = self._cut
+        while True:
+            with self._lock:
+                lines = self.watch_log.since(kind, namespace, since)
+                oldest, since, dropped = self.watch_log.oldest, self._version, self._cut != cut
+            if lines is None:
+                yield expired_event(str(since), oldest)
+                return
+            if lines:
+                yield b"".join(lines)
+            if dropped or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    def _audit(self, request: Request, kind: str, namespace: str, name: str, before: int | None = None, after: int | None = None) -> None:
+        self.writes.append(Write(time.time(), request.headers.get("user-agent", ""), kind, namespace, name, before, after, self.holders()))
+
     # -------------------------------------------------------------- routes
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -135,10 +272,11 @@ class KubeEmulator:
 
         @app.middleware("http")
         async def faults(request: Request, call_next):
+            method = "WATCH" if request.query_params.get("watch") in ("true", "1") else request.method
             with emu._lock:
-                emu.requests.append((request.method, request.url.path))
+                emu.requests.append((method, request.url.path))
                 for fault in emu.faults:
-                    if fault.times > 0 and fault.method == request.method and fault.pattern.search(request.url.path):
+                    if fault.times > 0 and fault.method in (method, "*") and fault.pattern.search(request.url.path):
                         fault.times -= 1
                         return _status(fault.status, "Injected", f"injected fault {fault.status}")
             return await call_next(request)
@@ -153,14 +291,12 @@ class KubeEmulator:
             return _status(404, "NotFound", f'{kind} "{name}" not found')
 
         @app.get(f"{CR}/inferenceautoscalers")
-        def list_all_autoscalers():
-            with emu._lock:
-                return emu._list("inferenceautoscalers", None, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
+        def list_all_autoscalers(request: Request):
+            return emu._list_or_watch(request, "inferenceautoscalers", None, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
 
         @app.get(CR + "/namespaces/{ns}/inferenceautoscalers")
-        def list_autoscalers(ns: str):
-            with emu._lock:
-                return emu._list("inferenceautoscalers", ns, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
+        def list_autoscalers(ns: str, request: Request):
+            return emu._list_or_watch(request, "inferenceautoscalers", ns, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
 
         @app.patch(CR + "/namespaces/{ns}/inferenceautoscalers/{name}/status")
         async def patch_autoscaler_status(ns: str, name: str, request: Request):
@@ -172,12 +308,17 @@ class KubeEmulator:
                 if (c := conflict(obj, body)) is not None:
                     return c
                 merge_patch(obj.setdefault("status", {}), body.get("status") or {})
-                return copy.deepcopy(emu._bump(obj))
+                emu._changed("inferenceautoscalers", "MODIFIED", emu._bump(obj))
+                emu._audit(request, "status", ns, name)
+                return copy.deepcopy(obj)
+
+        @app.get("/apis/apps/v1/deployments")
+        def list_all_deployments(request: Request):
+            return emu._list_or_watch(request, "deployments", None, "apps/v1", "DeploymentList")
 
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments")
-        def list_deployments(ns: str):
-            with emu._lock:
-                return emu._list("deployments", ns, "apps/v1", "DeploymentList")
+        def list_deployments(ns: str, request: Request):
+            return emu._list_or_watch(request, "deployments", ns, "apps/v1", "DeploymentList")
 
         @app.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
         def get_deployment(ns: str, name: str):
@@ -203,9 +344,11 @@ class KubeEmulator:
                 replicas = (body.get("spec") or {}).get("replicas")
                 if not isinstance(replicas, int) or replicas < 0:
                     return _status(422, "Invalid", "spec.replicas must be a non-negative integer")
+                before = obj["spec"]["replicas"]
                 obj["spec"]["replicas"] = replicas
                 emu._sync_deployment(obj)
-                emu._bump(obj)
+                emu._changed("deployments", "MODIFIED", emu._bump(obj))
+                emu._audit(request, "scale", ns, name, before, replicas)
                 return emu._scale(obj)
 
         @app.post("/api/v1/namespaces/{ns}/events")

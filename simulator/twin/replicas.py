@@ -9,15 +9,21 @@ they hold, then stop. It writes the Deployment's
 ``readyReplicas`` and the Prometheus file-service-discovery targets.
 :func:`create_gateway` is the Service in front: it forwards each request to
 the ready replica with the fewest requests in flight and streams the answer back.
+While no replica is ready it *holds* requests (as Knative's activator and
+KEDA's HTTP interceptor do) and exports how many on ``/metrics`` as
+``kis_gateway_pending_requests{namespace, deployment}``, the activation signal
+that scales the Deployment from zero.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,9 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
+from controller.signals import GATEWAY_METRIC
 from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator
 
@@ -80,7 +88,10 @@ class ReplicaActuator:
     stub: StubConfig
     targets_file: Path | None = None
     replicas: list[Replica] = field(default_factory=list)
+    extra_targets: list[str] = field(default_factory=list)  #: scraped besides the replicas (the gateway)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: a deleted Deployment leaves its pods running, unmanaged, until one is created again (``kubectl delete --cascade=orphan``)
+    orphan_on_delete: bool = False
 
     def ready(self) -> list[Replica]:
         with self.lock:
@@ -89,7 +100,11 @@ class ReplicaActuator:
     def sync(self) -> None:
         """One reconciliation of servers with the Deployment's ``spec.replicas``."""
         dep = self.emulator.get("deployments", self.namespace, self.deployment)
-        desired = int(dep["spec"]["replicas"]) if dep else 0
+        if dep is None and self.orphan_on_delete:
+            with self.lock:
+                desired = sum(1 for r in self.replicas if not r.draining)
+        else:
+            desired = int(dep["spec"]["replicas"]) if dep else 0
         with self.lock:
             dead = [r for r in self.replicas if not r.handle.alive]
             self.replicas = [r for r in self.replicas if r.handle.alive]  # a crashed pod is replaced below
@@ -120,7 +135,11 @@ class ReplicaActuator:
             return
         with self.lock:
             addresses = [r.url.removeprefix("http://") for r in self.replicas if r.ready]
-        entry = [{"targets": addresses, "labels": {"namespace": self.namespace, "deployment": self.deployment}}]
+        # one target per pod, labelled as a PodMonitor labels it (the GPU join matches on namespace and pod)
+        entry = [{"targets": [address], "labels": {"namespace": self.namespace, "deployment": self.deployment,
+                                                   "pod": f"{self.deployment}-{address.rsplit(':', 1)[-1]}"}} for address in addresses]
+        if self.extra_targets:  # e.g. the gateway (its pending requests are the activation signal)
+            entry.append({"targets": list(self.extra_targets), "labels": {"namespace": self.namespace, "deployment": self.deployment}})
         tmp = self.targets_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(entry))
         tmp.replace(self.targets_file)
@@ -132,15 +151,32 @@ class ReplicaActuator:
             replica.handle.stop()
 
 
-def create_gateway(actuator: ReplicaActuator) -> FastAPI:
-    """The Service in front of the replicas (least requests in flight)."""
+def create_gateway(actuator: ReplicaActuator, hold_s: float = 300.0) -> FastAPI:
+    """The Service in front of the replicas (least requests in flight); holds requests up to
+    ``hold_s`` while no replica is ready (a 503 after that)."""
     app = FastAPI(title="KIS-S twin gateway")
     # Like a Service, no cap on connections: httpx's default of 100 would queue a spike in the gateway.
     client = httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+    registry = CollectorRegistry()
+    pending = Gauge(GATEWAY_METRIC, "Requests held at the gateway while no replica is ready", ["namespace", "deployment"],
+                    registry=registry).labels(actuator.namespace, actuator.deployment)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/{path:path}")
     async def forward(path: str, request: Request) -> Response:
         ready = actuator.ready()
+        if not ready:
+            pending.inc()
+            deadline = time.monotonic() + hold_s
+            try:
+                while not ready and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                    ready = actuator.ready()
+            finally:
+                pending.dec()
         if not ready:
             return JSONResponse({"error": {"message": "no ready replica", "type": "service_unavailable", "param": None, "code": None}}, status_code=503)
         replica = min(ready, key=lambda r: r.inflight)

@@ -27,6 +27,7 @@ from controller.kube import KubeClient
 from controller.loop import Reconciler
 from controller.prometheus import PrometheusReader
 from controller.server import run_server_in_thread
+from controller.signals import GATEWAY_METRIC
 from simulator.loadgen.replay import RequestResult, replay
 from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator
@@ -56,6 +57,7 @@ class TwinConfig:
     time_scale: float = 1.0
     scrape_interval_s: int = 1
     stream_interval: int = 16
+    idle_s: float = 30.0  #: with min_replicas 0, the last replica goes after this long without traffic
 
 
 @dataclass
@@ -68,13 +70,15 @@ class TwinResult:
 class PrometheusProcess:
     """``prometheus`` on a free loopback port, scraping file-SD targets every second."""
 
-    def __init__(self, workdir: Path, targets_file: Path, scrape_interval_s: int = 1) -> None:
+    def __init__(self, workdir: Path, targets_file: Path, scrape_interval_s: int = 1, port: int | None = None) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("the closed loop needs the prometheus binary (Debian: apt-get install prometheus)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        if port is None:  # a restart passes the port (and the workdir: the same TSDB) of the one it replaces
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        self.port = port
         config = workdir / "prometheus.yml"
         config.write_text(
             f"global: {{scrape_interval: {scrape_interval_s}s, evaluation_interval: {scrape_interval_s}s}}\n"
@@ -125,11 +129,14 @@ def run_twin(workload: Workload, config: TwinConfig = TwinConfig(), *, on_sample
     emulator.put("inferenceautoscalers", {"metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE, "generation": 1}, "spec": {
         "scaleTargetRef": {"name": DEPLOYMENT}, "minReplicas": config.min_replicas, "maxReplicas": config.max_replicas, "policy": config.policy,
         "metrics": {"windowSeconds": config.window_s, "longWindowSeconds": max(config.window_s, 60)},
-        "behavior": {"scaleDownStabilizationSeconds": config.stabilization_s}}})
+        "behavior": {"scaleDownStabilizationSeconds": config.stabilization_s},
+        # The gateway holds requests while no replica is ready and exports how many: the activation signal.
+        "scaleToZero": {"activationQuery": f"sum({GATEWAY_METRIC}{{{{sel}}}})", "idleSeconds": config.idle_s}}})
     stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
     actuator = ReplicaActuator(emulator, NAMESPACE, DEPLOYMENT, stub, targets)
     prometheus = PrometheusProcess(workdir, targets, config.scrape_interval_s)
     gateway = run_server_in_thread(create_gateway(actuator), port=0)
+    actuator.extra_targets.append(gateway.url.removeprefix("http://"))
     reconciler = Reconciler(KubeClient(emulator.api_client()), PrometheusReader(prometheus.url), interval_s=config.interval_s)
     stop = threading.Event()
     timeline: list[tuple[float, int, int]] = []
@@ -151,7 +158,7 @@ def run_twin(workload: Workload, config: TwinConfig = TwinConfig(), *, on_sample
     threads = [_every(0.3, stop, actuator.sync), _every(config.interval_s, stop, control), _every(1.0, stop, sample)]
     try:
         deadline = time.monotonic() + 60
-        while not actuator.ready() and time.monotonic() < deadline:
+        while config.min_replicas > 0 and not actuator.ready() and time.monotonic() < deadline:
             time.sleep(0.2)
         start = time.monotonic()
         results = asyncio.run(replay(gateway.url, workload, concurrency_limit=512, timeout_s=120))

@@ -42,6 +42,6 @@ def make_workload(name: str, *, seed: int, duration_s: float | None = None, **pa
     raise ValueError(f"unknown workload {name!r}; presets: {', '.join(PRESET_NAMES)} (or replay a trace)")
 
 
-def load_trace(path: str | Path, fmt: str, *, skip_bad_rows: bool = False) -> Workload:
+def load_trace(path: str | Path, fmt: str, *, skip_bad_rows: bool = False, seed: int = 0) -> Workload:
     """A trace file's workload (see :func:`simulator.workloads.traces.read_trace` for the count of skipped rows)."""
-    return read_trace(path, fmt, skip_bad_rows=skip_bad_rows).workload
+    return read_trace(path, fmt, skip_bad_rows=skip_bad_rows, seed=seed).workload

@@ -1,7 +1,7 @@
 """Trace replay: Azure, BurstGPT, Mooncake and generic CSV/JSONL readers.
 
 A format names three fields (arrival time, prompt tokens, output tokens) and
-the time unit. ``--format`` accepts a preset name or a generic mapping:
+the time unit; ``per-minute`` reads aggregated traffic instead. ``--format`` accepts a preset name or a generic mapping:
 ``generic:time=ts,prompt=input,output=output,unit=ms`` (CSV or, for
 ``.jsonl``/``.json`` files, JSON lines).
 
@@ -48,6 +48,8 @@ class TraceFormat:
             raise WorkloadError(f"format {self.name}: time unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}")
 
 
+#: Aggregated traffic per time bin (``kis workload generate``, ``kis calibrate``), see :mod:`simulator.workloads.aggregate`.
+AGGREGATE_FORMATS = ("per-minute",)
 PRESETS: dict[str, TraceFormat] = {
     "azure": TraceFormat("azure", "TIMESTAMP", "ContextTokens", "GeneratedTokens", "datetime"),
     "burstgpt": TraceFormat("burstgpt", "Timestamp", "Request tokens", "Response tokens", "s"),
@@ -68,7 +70,7 @@ def parse_format(spec: str | TraceFormat, path: Path | None = None) -> TraceForm
             raise WorkloadError(f"generic format needs {', '.join(missing)}: e.g. generic:time=ts,prompt=input,output=output,unit=ms")
         jsonl = path is not None and path.suffix in (".jsonl", ".json")
         return TraceFormat("generic", options["time"], options["prompt"], options["output"], options.get("unit", "s"), jsonl)
-    raise WorkloadError(f"unknown trace format {spec!r}; presets: {', '.join(PRESETS)}, or generic:time=..,prompt=..,output=..")
+    raise WorkloadError(f"unknown trace format {spec!r}; presets: {', '.join(PRESETS)}, per-minute, or generic:time=..,prompt=..,output=..")
 
 
 @dataclass
@@ -125,8 +127,15 @@ def _tokens(value: object) -> int:
     return int(number)
 
 
-def read_trace(path: str | Path, fmt: str | TraceFormat, *, skip_bad_rows: bool = False, name: str | None = None) -> TraceReadResult:
-    """Read a trace into a :class:`Workload` (arrivals re-based to the first request)."""
+def read_trace(path: str | Path, fmt: str | TraceFormat, *, skip_bad_rows: bool = False, name: str | None = None, seed: int = 0) -> TraceReadResult:
+    """Read a trace into a :class:`Workload` (arrivals re-based to the first request).
+
+    ``per-minute`` reads aggregated traffic (:mod:`simulator.workloads.aggregate`), expanded with ``seed``.
+    """
+    if fmt in AGGREGATE_FORMATS:
+        from simulator.workloads.aggregate import read_aggregate
+
+        return read_aggregate(path, seed=seed, name=name)
     path = Path(path)
     if not path.is_file():
         raise WorkloadError(f"{path}: no such file")
