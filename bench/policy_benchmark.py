@@ -17,6 +17,11 @@ It writes ``bench/results/policy_benchmark.md`` (tables and the verdict),
 front per workload under ``bench/results/policy_benchmark/``.
 
     .venv/bin/python bench/policy_benchmark.py [--seeds 0,1,2,3,4] [--workers N | --ray auto] [--quick]
+
+The rules do not depend on the artifact: after retraining, rerun only the
+learned policy and keep the other rows of the last run (same seeds and grid):
+
+    .venv/bin/python bench/policy_benchmark.py --only learned --reuse bench/results/policy_benchmark.json
 """
 
 from __future__ import annotations
@@ -58,12 +63,22 @@ QUICK = {"planner": (0.8, 1.25), "hpa": (4, 8), "kpa": (4, 8), "threshold": (240
 LEARNED = "learned"
 
 
-def policies(quick: bool) -> list[PolicyEntry]:
+def policies(quick: bool, only: frozenset[str] | None = None) -> list[PolicyEntry]:
+    """The line-up: the learned policy and every rule's sweep (``only``: these kinds, ``oracle`` among them)."""
     entries = [PolicyEntry(LEARNED, {"type": "learned", "artifact": str(DEFAULT_ARTIFACT)})]
     for kind, _, values, spec in SWEEPS:
         for value in QUICK[kind] if quick else values:
             entries.append(PolicyEntry(f"{kind}@{value:g}", spec(value)))  # type: ignore[operator]
-    return entries
+    return [e for e in entries if only is None or kind_of(e.name) in only]
+
+
+def reused_rows(path: Path, seeds: list[int], rerun: frozenset[str]) -> dict[tuple[str, str], dict[str, float]]:
+    """The aggregated rows of an earlier run, less the kinds being rerun; refuses other seeds."""
+    data = json.loads(path.read_text())
+    if data["seeds"] != seeds:
+        raise SystemExit(f"error: {path} holds seeds {data['seeds']}, this run uses {seeds}")
+    return {(r["policy"], r["workload"]): {k: v for k, v in r.items() if k not in ("policy", "workload")}
+            for r in data["rows"] if kind_of(r["policy"]) not in rerun}
 
 
 def workloads(quick: bool) -> list:
@@ -137,7 +152,8 @@ def report(per: Mapping, names: list[str], args: argparse.Namespace, seeds: list
     lines = ["# Policy benchmark: the learned policy against best-tuned rules and the oracle", "",
              f"Command: `.venv/bin/python bench/policy_benchmark.py --seeds {args.seeds}{' --quick' if args.quick else ''}`  ",
              f"Date: {dt.date.today().isoformat()}; artifact: `controller/policies/default`; cluster: 16 x H100 (two 8-GPU nodes), "
-             f"llama-8b, replicas 1..16, 15 s interval; SLO TTFT 500 ms, TPOT 50 ms; seeds {seeds}; {executor}; wall time {seconds:.0f} s.",
+             f"llama-8b, replicas 1..16, 15 s interval; SLO TTFT 500 ms, TPOT 50 ms; seeds {seeds}; {executor}; wall time {seconds:.0f} s"
+             f"{' (the rules and oracle from an earlier run of the same grid, `--reuse`)' if args.reuse else ''}.",
              "", "Traces and patterns are never seen in training (the policy trains on randomised traffic, "
              "configs/train/ppo.yaml). Each rule is swept over its knob; *best tuned* is, per workload, its cheapest setting that "
              "reaches the learned policy's attainment, else its most attaining one.", "", "## Verdict", "",
@@ -166,7 +182,11 @@ def main() -> None:
     parser.add_argument("--ray", default=None, help="run on Ray: auto, or ray://HOST:10001")
     parser.add_argument("--quick", action="store_true", help="a small grid on 15-minute windows (a smoke run, not the record)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/policy_benchmark.md (out/ with --quick)")
+    parser.add_argument("--only", default=None, help="run only these kinds (comma-separated: learned, planner, hpa, kpa, "
+                        "threshold, fixed, oracle)")
+    parser.add_argument("--reuse", type=Path, default=None, help="take the other kinds' rows from this earlier JSON output")
     args = parser.parse_args()
+    only = frozenset(args.only.split(",")) if args.only else None
     args.out = args.out or (REPO / "out" / "policy_benchmark_quick.md" if args.quick else OUT / "policy_benchmark.md")
     seeds = [int(s) for s in args.seeds.split(",")]
     setup = EvaluationSetup(
@@ -175,9 +195,11 @@ def main() -> None:
     )
     from simulator.executor import make_executor
 
-    entries, loads = policies(args.quick), workloads(args.quick)
+    entries, loads = policies(args.quick, only), workloads(args.quick)
+    with_oracle = only is None or ORACLE in only
+    reused = reused_rows(args.reuse, seeds, only or frozenset()) if args.reuse else {}
     executor = make_executor(args.workers, args.ray)
-    total = len(loads) * len(seeds) * (len(entries) + 1)
+    total = len(loads) * len(seeds) * (len(entries) + with_oracle)
     done = [0]
     started = time.perf_counter()
 
@@ -187,21 +209,28 @@ def main() -> None:
             print(f"  {done[0]}/{total} runs ({time.perf_counter() - started:.0f} s)", flush=True)
 
     with executor:
-        records = evaluate(entries, loads, seeds, setup, keep_results=False, on_run=progress, executor=executor)
+        records = evaluate(entries, loads, seeds, setup, include_oracle=with_oracle, keep_results=False, on_run=progress,
+                           executor=executor) if entries else []
     seconds = time.perf_counter() - started
-    per = aggregate(records)
+    per = {**reused, **aggregate(records)}
+    if args.reuse:
+        seconds += json.loads(args.reuse.read_text()).get("seconds", 0.0)
     names = [w.name for w in loads]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows_json = {"seeds": seeds, "seconds": seconds, "rows": [{"policy": p, "workload": w, **v} for (p, w), v in per.items()]}
+    if any((LEARNED, w) not in per for w in names):  # a partial run (--only without learned): rows for a later --reuse
+        args.out.with_suffix(".json").write_text(json.dumps(rows_json, indent=1, default=float) + "\n")
+        print(f"rows written to {args.out.with_suffix('.json')}; no learned rows, so no report")
+        return
     figures = args.out.parent / "policy_benchmark"
     figures.mkdir(parents=True, exist_ok=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     for workload in names:
         front(workload, {p: v for (p, w), v in per.items() if w == workload}, figures / f"front_{workload}.png")
     described = "serial" if executor.name == "serial" else f"{executor.name} with {getattr(executor, 'workers', '?')} workers"
     text = report(per, names, args, seeds, seconds, described)
     args.out.write_text(text + "\n")
-    (args.out.with_suffix(".json")).write_text(json.dumps(
-        {"seeds": seeds, "rows": [{"policy": p, "workload": w, **v} for (p, w), v in per.items()],
-         "verdict": {w: verdict({p: v for (p, x), v in per.items() if x == w}) for w in names}}, indent=1, default=float) + "\n")
+    rows_json["verdict"] = {w: verdict({p: v for (p, x), v in per.items() if x == w}) for w in names}
+    args.out.with_suffix(".json").write_text(json.dumps(rows_json, indent=1, default=float) + "\n")
     print(text)
 
 

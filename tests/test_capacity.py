@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import json
 
 import pytest
 
@@ -105,6 +106,7 @@ def test_profiles_are_cached_per_model_and_reused(tmp_path, monkeypatch):
     import simulator.planning.capacity as capacity
 
     monkeypatch.setattr(capacity, "_memory", {})
+    monkeypatch.setattr(capacity, "SHIPPED_DIR", tmp_path / "shipped")
     calls = []
     real = capacity.capacity_profile
     monkeypatch.setattr(capacity, "capacity_profile", lambda *a, **k: calls.append(1) or real(*a, **{**k, "requests": 300, "iterations": 4}))
@@ -114,3 +116,25 @@ def test_profiles_are_cached_per_model_and_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(capacity, "_memory", {})  # a new process: read back from disk
     assert pool_capacity(pool) == first and calls == [1]
     assert pool_capacity(toy_pools(scale=2.0)[0]) != first and calls == [1, 1]  # another latency model
+
+
+def test_shipped_profiles_are_read_before_measuring_and_a_corrupt_one_is_measured(tmp_path, monkeypatch):
+    """A fresh machine reads the profile shipped in the package under the same key; it measures only
+    when none is shipped or the shipped file is unreadable."""
+    import simulator.planning.capacity as capacity
+
+    monkeypatch.setenv("KIS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(capacity, "_memory", {})
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(capacity, "SHIPPED_DIR", shipped)
+    pool = toy_pools()[0]
+    key = capacity._fingerprint(pool.model, pool.engine, SLO(), 0.99, "least_connections")
+    known = CapacityProfile((100.0, 1000.0), (10.0, 100.0), ((9.0, 8.0), (7.0, 6.0)), "shipped")
+    (shipped / f"{key}.json").write_text(json.dumps(known.to_dict()))
+    calls = []
+    monkeypatch.setattr(capacity, "capacity_profile", lambda *a, **k: calls.append(1) or known)
+    assert pool_capacity(pool) == known and calls == []
+    monkeypatch.setattr(capacity, "_memory", {})
+    (shipped / f"{key}.json").write_text("{not json")
+    assert pool_capacity(pool) == known and calls == [1]

@@ -181,3 +181,54 @@ def test_the_planner_never_scales_down_while_requests_wait_and_ttft_is_over_the_
     planner = PlannerPolicy(scale_down_delay_s=0.0)
     proposal, _ = planner.decide(snapshot, ctx(current, now=now), planner.initial_state())
     assert proposal.replicas is None or proposal.replicas >= current
+
+
+def _latency(reading: dict, ttft: float, tpot: float, queue: float, starting: float = 0.0, ready: float = 2.0) -> dict:
+    return {**reading, "ttft_p95": ttft, "tpot_p95": tpot, "queue_time_p95": queue, "replicas_starting": starting,
+            "replicas_ready": ready}
+
+
+def test_latency_feedback_lowers_the_planned_capacity_while_a_settled_fleet_misses_the_slo():
+    """10 req/s needs 4 replicas by the profile (10 / 3.2). With TTFT over the SLO and requests queueing for
+    most of it on a settled fleet, each decision multiplies the capacity by 0.85: after one, 10 / (3.2 x 0.85)
+    = 3.7 -> still 4; after two, 10 / (3.2 x 0.7225) = 4.3 -> 5; after five, 0.85 ** 5 = 0.44 -> ceil(10 / 1.42) = 8."""
+    planner = PlannerPolicy(**EXACT_MIX)
+    state, replicas = planner.initial_state(), []
+    for k in range(5):
+        proposal, state = planner.decide(_latency(snap(10.0, running=20.0), ttft=2.0, tpot=0.03, queue=1.5), ctx(4, 15.0 * k), state)
+        replicas.append(proposal.replicas)
+    assert state.correction == pytest.approx(0.85 ** 5)
+    assert replicas[:2] == [4, 5] and replicas[-1] == 8 and replicas == sorted(replicas)
+    assert "corrected x0.44" in proposal.reasons[0]
+
+
+def test_latency_feedback_ignores_misses_that_replicas_cannot_fix_and_waits_for_starting_replicas():
+    planner = PlannerPolicy(**EXACT_MIX)
+    long_prompt = _latency(snap(10.0), ttft=2.0, tpot=0.03, queue=0.01)  # TTFT over the SLO, but no queue: one long prompt
+    _, state = planner.decide(long_prompt, ctx(4), planner.initial_state())
+    assert state.correction == 1.0
+    starting = _latency(snap(10.0, running=20.0), ttft=2.0, tpot=0.03, queue=1.5, starting=2.0)  # the fix is on its way
+    _, state = planner.decide(starting, ctx(4), state)
+    assert state.correction == 1.0
+    lone_decode = _latency(snap(10.0, running=2.0), ttft=0.2, tpot=0.08, queue=0.0)  # slow tokens, one per replica
+    _, state = planner.decide(lone_decode, ctx(4), state)
+    assert state.correction == 1.0
+    batched = _latency(snap(10.0, running=20.0), ttft=0.2, tpot=0.08, queue=0.0)  # slow tokens in full batches
+    _, state = planner.decide(batched, ctx(4), state)
+    assert state.correction == pytest.approx(0.85)
+
+
+def test_latency_feedback_floors_and_recovers_towards_the_profile_while_the_slo_holds():
+    """Floored at min_correction; then 30 minutes within the SLO take 1 - 0.6 x e^-1 of the way back."""
+    planner = PlannerPolicy(min_correction=0.4, feedback_recovery_s=1800.0, **EXACT_MIX)
+    state = planner.initial_state()
+    for k in range(20):
+        _, state = planner.decide(_latency(snap(10.0, running=20.0), ttft=2.0, tpot=0.03, queue=1.5), ctx(4, 15.0 * k), state)
+    assert state.correction == 0.4
+    t0 = 15.0 * 19
+    for k in range(1, 121):  # 120 decisions of 15 s
+        _, state = planner.decide(_latency(snap(10.0, running=20.0), ttft=0.2, tpot=0.03, queue=0.0), ctx(8, t0 + 15.0 * k), state)
+    assert state.correction == pytest.approx(1 - 0.6 * math.exp(-1.0))
+    idle = {"requests_running": 0.0, "requests_waiting": 0.0, "request_rate": 0.0}  # no latency in the window: unchanged
+    _, after = planner.decide(idle, ctx(8, t0 + 15.0 * 121), state)
+    assert after.correction == state.correction

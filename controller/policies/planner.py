@@ -29,6 +29,16 @@ Each decision:
    continuously for ``scale_down_delay_s`` (two horizons by default). Never
    while requests wait and the p95 TTFT is over the SLO.
 
+5. **Latency feedback**, as Dynamo's planner corrects its profile with the
+   latency it observes: the profile is measured on Poisson arrivals, and
+   burstier traffic gets less from a replica at the SLO. While the p95 TTFT
+   (with requests queueing for a part of it) or the p95 TPOT (with a batch
+   running) is over the SLO on a settled fleet (none starting), the planned
+   capacity is multiplied by ``feedback_down`` per decision, down to
+   ``min_correction``; while both hold within the SLO it returns towards the
+   profile with the time constant ``feedback_recovery_s``. A violation that
+   more replicas cannot fix (one long prompt, no queue) does not count.
+
 Without a capacity profile the planner has no valid answer (the guardrails
 hold). Without a request rate yet (a fresh target), it holds, or adds one
 replica when requests queue.
@@ -71,6 +81,7 @@ class PlannerState:
     last_time_s: float = math.nan
     last_demand: float = math.nan
     recent: Moments = Moments()
+    correction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,12 @@ class PlannerPolicy:
     :param alpha: Holt level smoothing.
     :param beta: Holt trend smoothing.
     :param mix_smoothing: smoothing factor of the mean token lengths.
+    :param burst_z: the standing fleet holds the recent demand's mean plus this many standard deviations.
+    :param burst_window_s: time constant of that recent demand (``None``: see :meth:`window`).
+    :param trend_damping_s: time constant of the trend's damping over the horizon.
+    :param feedback_down: capacity correction per decision while a settled fleet misses the SLO (1: no feedback).
+    :param feedback_recovery_s: time constant of the correction's return to the profile while the SLO holds.
+    :param min_correction: the lowest correction (a fleet of at most ``1 / min_correction`` times the profile's).
     """
 
     target_utilization: float = 0.8
@@ -120,6 +137,9 @@ class PlannerPolicy:
     burst_z: float = 1.0
     burst_window_s: float | None = None
     trend_damping_s: float = 60.0
+    feedback_down: float = 0.85
+    feedback_recovery_s: float = 1800.0
+    min_correction: float = 0.4
     name: str = "planner"
     forecaster: Holt = field(init=False, repr=False)
 
@@ -139,6 +159,8 @@ class PlannerPolicy:
             raise ValueError("need scale_down_delay_s >= 0, drain_s > 0 and horizon_s >= 0")
         if not 0 < self.mix_smoothing <= 1:
             raise ValueError(f"mix_smoothing must be in (0, 1], got {self.mix_smoothing}")
+        if not (0 < self.feedback_down <= 1 and 0 < self.min_correction <= 1 and self.feedback_recovery_s > 0):
+            raise ValueError("need feedback_down and min_correction in (0, 1] and feedback_recovery_s > 0")
         object.__setattr__(self, "forecaster", Holt(self.alpha, self.beta))
 
     def initial_state(self) -> PlannerState:
@@ -170,7 +192,8 @@ class PlannerPolicy:
                 prompt += k * (p / rate - prompt)  # type: ignore[operator]
             if sig.is_usable(g) and g > 0:  # type: ignore[operator]
                 output += k * (max(1.0, g / rate) - output)  # type: ignore[operator]
-        replica_rps = ctx.capacity.rps(prompt, output, max(ctx.current_replicas, 1))
+        correction = self.corrected(snapshot, ctx, state)
+        replica_rps = correction * ctx.capacity.rps(prompt, output, max(ctx.current_replicas, 1))
         running = snapshot.get("requests_running")
         in_flight = waiting + (float(running) if sig.is_usable(running) else 0.0)  # type: ignore[arg-type]
         # arrivals = completions + growth of the requests in the system: the growth shows a burst within one
@@ -192,7 +215,24 @@ class PlannerPolicy:
         demand_ahead = max(trend, bursts)
         assessment = Assessment(demand_now, demand_ahead, replica_rps, demand_now / replica_rps, demand_ahead / replica_rps, valid)
         return assessment, PlannerState(holt, prompt, output, state.fits_since_s, in_flight, ctx.now_s,
-                                        demand_now if valid else state.last_demand, recent)
+                                        demand_now if valid else state.last_demand, recent, correction)
+
+    def corrected(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: PlannerState) -> float:
+        """The capacity correction after this snapshot's latency (see the module's step 5)."""
+        ttft, tpot, queue = (snapshot.get(k) for k in ("ttft_p95", "tpot_p95", "queue_time_p95"))
+        if not (sig.is_usable(ttft) and sig.is_usable(tpot)):
+            return state.correction  # no traffic in the window: nothing learned
+        running, ready, starting = (snapshot.get(k) for k in ("requests_running", sig.REPLICAS_READY, sig.REPLICAS_STARTING))
+        per_replica = float(running) / max(float(ready), 1.0) if sig.is_usable(running) and sig.is_usable(ready) else 0.0  # type: ignore[arg-type]
+        queued = sig.is_usable(queue) and queue > 0.25 * ctx.slo.ttft_s  # type: ignore[operator]
+        fixable = (ttft > ctx.slo.ttft_s and queued) or (tpot > ctx.slo.tpot_s and per_replica > 2)  # type: ignore[operator]
+        settled = not (sig.is_usable(starting) and starting > 0)  # type: ignore[operator]
+        if fixable and settled:
+            return max(self.min_correction, state.correction * self.feedback_down)
+        if ttft <= ctx.slo.ttft_s and tpot <= ctx.slo.tpot_s:  # type: ignore[operator]
+            dt = ctx.now_s - state.last_time_s if math.isfinite(state.last_time_s) else ctx.interval_s
+            return 1.0 - (1.0 - state.correction) * math.exp(-max(dt, 0.0) / self.feedback_recovery_s)
+        return state.correction
 
     def decide(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: PlannerState) -> tuple[Proposal, PlannerState]:
         if ctx.capacity is None:
@@ -215,10 +255,11 @@ class PlannerPolicy:
             if sig.is_usable(waiting) and waiting > 0 and current < ctx.max_replicas:  # type: ignore[operator]
                 return a, Proposal(current + 1, (f"no request rate yet, {waiting:g} waiting: +1",)), state
             return a, Proposal(None, ("no request rate yet",)), state
-        u, mix, limit = self.target_utilization, (state.prompt_tokens, state.output_tokens), max(ctx.max_replicas, 1)
+        u, mix, limit = self.target_utilization * state.correction, (state.prompt_tokens, state.output_tokens), max(ctx.max_replicas, 1)
         up = max(ctx.capacity.fleet(a.demand_ahead, *mix, u, limit), 1 if busy else 0)
         why = (f"demand {a.demand_now:.3g} req/s, {a.demand_ahead:.3g} in {self.horizon(ctx):g} s; replica {a.replica_rps:.3g} req/s "
-               f"at the SLO ({state.prompt_tokens:.0f}/{state.output_tokens:.0f} tokens); at {u:.0%}: {up}")
+               f"at the SLO ({state.prompt_tokens:.0f}/{state.output_tokens:.0f} tokens"
+               f"{f', corrected x{state.correction:.2f} for the latency seen' if state.correction < 1 else ''}); at {u:.0%}: {up}")
         if up >= current:
             return a, Proposal(up, (why,)), _fits(state, None)
         # consolidation: would fewer replicas have held the demand, now and ahead?

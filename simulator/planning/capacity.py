@@ -164,6 +164,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KIS_CACHE_DIR") or Path.home() / ".cache" / "kis-s") / "capacity"
 
 
+#: Profiles shipped with the package (the built-in GPUs and models, the default SLO), by the same key:
+#: a fresh machine reads them instead of measuring. ``bash scripts/ship_capacity`` refreshes them.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "capacity"
+
+
+def _read(path: Path) -> CapacityProfile | None:
+    if not path.is_file():
+        return None
+    try:
+        return CapacityProfile.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None  # a corrupt entry is recomputed
+
+
 _memory: dict[str, CapacityProfile] = {}
 
 
@@ -175,12 +189,7 @@ def pool_capacity(pool: PoolRuntime, slo: SLO = SLO(), attainment: float = 0.99,
     if key in _memory:
         return _memory[key]
     path = cache_dir() / f"{key}.json"
-    profile = None
-    if path.is_file():
-        try:
-            profile = CapacityProfile.from_dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            profile = None  # a corrupt cache entry is recomputed
+    profile = _read(SHIPPED_DIR / f"{key}.json") or _read(path)
     if profile is None:
         profile = capacity_profile(pool.model, pool.engine, slo, attainment=attainment, source=label or pool.pool.gpu, router=router)
         try:
