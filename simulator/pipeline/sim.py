@@ -11,6 +11,7 @@ dropped: ``arrived == completed + in_flight + rejected`` at every tick
 
 from __future__ import annotations
 
+import copy
 import heapq
 import math
 from collections import deque
@@ -93,6 +94,18 @@ class PipelineSim:
             if s.spec.name == name:
                 return s
         raise KeyError(f"no stage {name!r}; stages: {', '.join(self.spec.names)}")
+
+    def fork(self) -> PipelineSim:
+        """An independent copy to run a what-if on (the workload and latency models are shared, not copied)."""
+        memo: dict[int, object] = {id(self.workload): self.workload, id(self._arrivals): self._arrivals}
+        for stage in self.stages:
+            memo[id(stage._prompts)] = stage._prompts
+            memo[id(stage._outputs)] = stage._outputs
+            memo[id(stage.spec)] = stage.spec
+            if stage.spec.is_llm:
+                memo[id(stage._model)] = stage._model
+                memo[id(stage._engine)] = stage._engine
+        return copy.deepcopy(self, memo)
 
     # -------------------------------------------------------------- control
     def scale(self, stage: str, replicas: int) -> None:
