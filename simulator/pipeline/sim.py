@@ -188,7 +188,7 @@ class PipelineSim:
             recent = [lat for t, lat in stage.latencies if t <= now]
             stages.append(StageSnapshot(
                 spec.name, spec.kind, ready, len(stage.starting), len(stage.draining), spec.min_replicas, spec.max_replicas,
-                queue1[i], (queue1[i] - queue0[i]) / span, stage.in_service(), rate, (left1[i] - left0[i]) / span, cap,
+                queue1[i], (queue1[i] - queue0[i]) / span, stage.in_service(now), rate, (left1[i] - left0[i]) / span, cap,
                 util, float(np.mean(recent)) if recent else math.nan, spec.price_per_hour))
         e2e = [lat for _, lat in self._recent]
         return PipelineSnapshot(now, tuple(stages), (arrived1 - arrived0) / span,

@@ -33,6 +33,7 @@ class Replica:
     engine: ReplicaEngine | None = None
     free_at: float = 0.0
     carry_busy_s: float = 0.0
+    batch: int = 0
 
 
 class Stage:
@@ -78,11 +79,11 @@ class Stage:
             queued += sum(r.engine.num_waiting for r in self.ready + self.draining)  # type: ignore[union-attr]
         return queued
 
-    def in_service(self) -> int:
-        """Requests being served (LLM: the engines' running batches)."""
+    def in_service(self, now: float) -> int:
+        """Requests being served: the engines' running batches, or the batches not finished by ``now``."""
         if self.spec.is_llm:
             return sum(r.engine.num_running for r in self.ready + self.draining)  # type: ignore[union-attr]
-        return 0
+        return sum(r.batch for r in self.ready + self.draining if r.free_at > now)
 
     def holding(self) -> int:
         """Every request inside the stage: queued (including those on their way in) or in an engine."""
@@ -181,6 +182,7 @@ class Stage:
                 batch.append(heapq.heappop(queue)[1])
             duration = spec.base_s + spec.per_item_s * len(batch)
             replica.free_at = start + duration
+            replica.batch = len(batch)
             inside = min(replica.free_at, t1) - start
             busy += inside
             replica.carry_busy_s += duration - inside
