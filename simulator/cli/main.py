@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from controller import cli as controller_cli
-from simulator.cli import lb, loadgen, obs, profile, stub, twin, workload
+from simulator.cli import lb, loadgen, obs, pipeline, profile, stub, twin, workload
 from simulator.cli.calibrate import calibrate_command
 from simulator.cli.capacity import capacity_command
 from simulator.cli.evaluate import demo_command, evaluate_command
@@ -26,6 +26,7 @@ app.add_typer(stub.app, name="stub", help="The stub OpenAI-compatible inference 
 app.add_typer(loadgen.app, name="loadgen", help="Replay a workload against an OpenAI-compatible endpoint.")
 app.add_typer(lb.app, name="lb", help="Reinforcement-learning load balancing experiments.")
 app.add_typer(obs.app, name="obs", help="The observation schema of learned policies.")
+app.add_typer(pipeline.app, name="pipeline", help="Multi-stage pipelines: bottlenecks and controllers.")
 app.command("capacity")(capacity_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)

@@ -2,7 +2,8 @@
 
 - ``kis/Autoscale-v0``: replica steps ``-2..+2`` on one H100 pool (the main one);
 - ``kis/AutoscaleTarget-v0``: the same with a target-replica action;
-- ``kis/AutoscaleHetero-v0``: an H100 pool and a cheaper L4 pool behind one router.
+- ``kis/AutoscaleHetero-v0``: an H100 pool and a cheaper L4 pool behind one router;
+- ``kis/Pipeline-v0``: every stage of a multi-stage pipeline under a shared GPU budget.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def _register() -> None:
     register(id="kis/Autoscale-v0", entry_point="simulator.envs.autoscale:AutoscaleEnv")
     register(id="kis/AutoscaleTarget-v0", entry_point="simulator.envs.autoscale:AutoscaleEnv", kwargs={"action_mode": "target"})
     register(id="kis/AutoscaleHetero-v0", entry_point="simulator.envs.hetero:make_hetero_env")
+    register(id="kis/Pipeline-v0", entry_point="simulator.envs.pipeline:PipelineEnv")
 
 
 _register()

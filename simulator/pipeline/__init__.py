@@ -1,0 +1,1 @@
+"""Multi-stage inference pipelines: specs, a simulator, bottleneck detection and controllers."""

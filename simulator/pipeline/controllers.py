@@ -1,0 +1,166 @@
+"""Pipeline controllers: pure decisions from a :class:`PipelineSnapshot` to replicas per stage.
+
+A controller has a ``name``, ``initial_state()`` and ``decide(snapshot, state) ->
+(PipelineDecision, state)``; it does no I/O. :func:`bound` applies each
+stage's replica bounds and the shared GPU budget.
+
+- :class:`StageHpa`: what users run today, one Kubernetes HPA per stage
+  (:class:`controller.policies.hpa.HpaPolicy`, unchanged) on the stage's
+  utilisation (offered load over ready capacity), each stage on its own.
+- :class:`PipelinePlanner`: the planner extended to a chain. The chain's
+  throughput is its slowest stage's; every request crosses every stage, so
+  each stage is sized to the forecast arrival rate (Holt's trend one cold
+  start ahead) plus its backlog drained within ``drain_s``, over its
+  per-replica capacity at ``target_utilization``. Scale-down waits until a
+  smaller fleet has fit for ``scale_down_delay_s``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from controller import signals as sig
+from controller.forecast import Holt, HoltState
+from controller.policies.base import PolicyContext
+from controller.policies.hpa import HpaPolicy
+from simulator.pipeline.snapshot import PipelineSnapshot
+
+
+@dataclass(frozen=True)
+class PipelineDecision:
+    """Replicas per stage, why, and the decision record's extra fields (selector, fallback, tokens...)."""
+
+    replicas: dict[str, int]
+    reasons: tuple[str, ...] = ()
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class PipelineController(Protocol):
+    name: str
+
+    def initial_state(self) -> Any: ...
+
+    def decide(self, snapshot: PipelineSnapshot, state: Any) -> tuple[PipelineDecision, Any]: ...
+
+
+def bound(replicas: Mapping[str, int], snapshot: PipelineSnapshot, budget: int | None = None) -> dict[str, int]:
+    """``replicas`` within each stage's ``[min, max]`` and, with a ``budget``, at most that many in total:
+    the stages furthest below full utilisation give up replicas first (never below their minimum)."""
+    out = {s.name: min(s.max_replicas, max(s.min_replicas, int(replicas.get(s.name, s.desired)))) for s in snapshot.stages}
+    if budget is None:
+        return out
+    while sum(out.values()) > budget:
+        shrinkable = [s for s in snapshot.stages if out[s.name] > s.min_replicas]
+        if not shrinkable:
+            break
+        # the stage whose load per asked-for replica is lowest gives one up
+        victim = min(shrinkable, key=lambda s: (s.arrival_rate / (out[s.name] * s.capacity_rps), s.name))
+        out[victim.name] -= 1
+    return out
+
+
+def stage_signals(snapshot: PipelineSnapshot, name: str) -> dict[str, float]:
+    """One stage as the single-Deployment policies read a target's metrics snapshot."""
+    s = snapshot.stage(name)
+    return {
+        "gpu_utilization": s.utilisation if s.ready else math.nan,
+        "requests_running": float(s.in_service),
+        "requests_waiting": float(s.queue),
+        sig.REPLICAS_REPORTING: float(s.ready),
+        sig.REPLICAS_READY: float(s.ready),
+        sig.REPLICAS_PENDING: float(s.starting),
+        sig.REPLICAS_DESIRED: float(s.desired),
+    }
+
+
+@dataclass(frozen=True)
+class StageHpa:
+    """One HPA per stage on its utilisation (target ``target``), with the HPA's legacy 5 min scale-down window."""
+
+    target: float = 0.7
+    interval_s: float = 15.0
+    budget: int | None = None
+    name: str = "hpa"
+
+    def initial_state(self) -> dict[str, Any]:
+        return {}
+
+    def decide(self, snapshot: PipelineSnapshot, state: dict[str, Any]) -> tuple[PipelineDecision, dict[str, Any]]:
+        policy = HpaPolicy(metric="gpu_utilization", target=self.target)
+        replicas, reasons, new_state = {}, [], dict(state)
+        for s in snapshot.stages:
+            ctx = PolicyContext(now_s=snapshot.time_s, current_replicas=s.desired, min_replicas=s.min_replicas,
+                                max_replicas=s.max_replicas, interval_s=self.interval_s)
+            proposal, new_state[s.name] = policy.decide(stage_signals(snapshot, s.name), ctx,
+                                                        state.get(s.name, policy.initial_state()))
+            replicas[s.name] = proposal.replicas if proposal.valid else s.desired
+            reasons.append(f"{s.name}: {'; '.join(proposal.reasons) or 'hold'}")
+        return PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons)), new_state
+
+
+@dataclass(frozen=True)
+class PlannerState:
+    demand: HoltState = HoltState()
+    fits_since_s: tuple[tuple[str, float], ...] = ()
+
+
+def chain_throughput(snapshot: PipelineSnapshot) -> tuple[float, str]:
+    """Requests per second the ready fleet serves end to end, and the stage that limits it."""
+    slowest = min(snapshot.stages, key=lambda s: s.ready * s.capacity_rps)
+    return slowest.ready * slowest.capacity_rps, slowest.name
+
+
+@dataclass(frozen=True)
+class PipelinePlanner:
+    """Replicas per stage from the forecast arrival rate and per-stage capacity (module docstring).
+
+    :param capacity: requests/s per replica to plan with, per stage; default: what the snapshot reports.
+    :param cold_start_s: the forecast's horizon less one interval.
+    """
+
+    target_utilization: float = 0.8
+    interval_s: float = 15.0
+    cold_start_s: float = 90.0
+    drain_s: float = 60.0
+    scale_down_delay_s: float = 120.0
+    capacity: Mapping[str, float] | None = None
+    budget: int | None = None
+    name: str = "planner"
+
+    def initial_state(self) -> PlannerState:
+        return PlannerState()
+
+    def needed(self, snapshot: PipelineSnapshot, demand_rps: float) -> dict[str, int]:
+        """Replicas each stage needs for ``demand_rps`` plus its backlog."""
+        out = {}
+        for s in snapshot.stages:
+            cap = (self.capacity or {}).get(s.name, s.capacity_rps) * self.target_utilization
+            rate = demand_rps + s.queue / self.drain_s
+            out[s.name] = max(s.min_replicas, math.ceil(rate / cap - 1e-9)) if rate > 0 else s.min_replicas
+        return out
+
+    def decide(self, snapshot: PipelineSnapshot, state: PlannerState) -> tuple[PipelineDecision, PlannerState]:
+        now = snapshot.time_s
+        demand = Holt().update(state.demand, snapshot.arrival_rate, now)
+        ahead = demand.forecast(self.cold_start_s + self.interval_s)
+        need = self.needed(snapshot, max(snapshot.arrival_rate, ahead if math.isfinite(ahead) else 0.0))
+        fits = dict(state.fits_since_s)
+        replicas, reasons = {}, []
+        for s in snapshot.stages:
+            want, current = need[s.name], s.desired
+            if want >= current:
+                fits.pop(s.name, None)
+                replicas[s.name] = want
+            else:
+                since = fits.setdefault(s.name, now)
+                replicas[s.name] = want if now - since >= self.scale_down_delay_s else current
+                if replicas[s.name] == want:
+                    fits.pop(s.name, None)
+            reasons.append(f"{s.name}: need {want} (now {current})")
+        served, slowest = chain_throughput(snapshot)
+        reasons.append(f"demand {snapshot.arrival_rate:.2f}/s, forecast {ahead:.2f}/s; chain serves {served:.2f}/s (slowest: {slowest})")
+        return (PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons)),
+                PlannerState(demand, tuple(sorted(fits.items()))))

@@ -1,0 +1,59 @@
+"""``kis pipeline evaluate``: controllers x pipelines x patterns x seeds, each cell one episode.
+
+Rows hold the mean over seeds of each metric (P99 and mean end-to-end
+latency, SLO attainment, cost, GPU-hours, scale events, bottleneck accuracy)
+and the per-seed values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from simulator.pipeline.controllers import PipelineController, PipelinePlanner, StageHpa
+from simulator.pipeline.episode import run_episode
+from simulator.pipeline.incontext import InContextController
+from simulator.pipeline.spec import PipelineSpec
+from simulator.pipeline.workloads import pipeline_workload
+
+CONTROLLERS = ("hpa", "planner", "incontext")
+METRICS = ("p99_s", "mean_s", "slo_attainment", "cost_usd", "gpu_hours", "scale_events", "bottleneck_accuracy")
+
+
+def make_controller(name: str, spec: PipelineSpec, interval_s: float, selector: Any = None) -> PipelineController:
+    """A controller by name, planning one cold start (the pipeline's longest) ahead."""
+    cold = max(s.cold_start_s for s in spec.stages)
+    planner = PipelinePlanner(interval_s=interval_s, cold_start_s=cold)
+    if name == "hpa":
+        return StageHpa(interval_s=interval_s)
+    if name == "planner":
+        return planner
+    if name == "incontext":
+        return InContextController(planner=planner, selector=selector)
+    raise ValueError(f"unknown controller {name!r}; choose from {', '.join(CONTROLLERS)}")
+
+
+def evaluate(pipelines: Sequence[PipelineSpec], patterns: Sequence[str], controllers: Sequence[str], seeds: Sequence[int], *,
+             duration_s: float = 600.0, interval_s: float = 15.0, bottleneck_every: int = 4, selector: Any = None) -> list[dict[str, Any]]:
+    """One row per pipeline, pattern and controller, metrics averaged over ``seeds``."""
+    rows = []
+    for spec in pipelines:
+        for pattern in patterns:
+            workloads = {seed: pipeline_workload(pattern, seed=seed, duration_s=duration_s) for seed in seeds}
+            for name in controllers:
+                per_seed = []
+                for seed in seeds:
+                    controller = make_controller(name, spec, interval_s, selector)
+                    result = run_episode(spec, workloads[seed], controller, interval_s=interval_s, bottleneck_every=bottleneck_every)
+                    per_seed.append({"seed": seed, **result.metrics,
+                                     "fallbacks": sum(1 for d in result.decisions if d.get("fallback"))})
+                row: dict[str, Any] = {"pipeline": spec.name, "pattern": pattern, "controller": name}
+                for key in METRICS:
+                    values = [r[key] for r in per_seed if math.isfinite(r[key])]
+                    row[key] = float(np.mean(values)) if values else math.nan
+                row["seeds"] = per_seed
+                rows.append(row)
+    return rows
