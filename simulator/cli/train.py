@@ -108,7 +108,9 @@ def _train_grid(grid, workers: int | None, ray: str | None, out: Path, progress:
     else:
         table = Table(title=f"{len(grid)} training runs -> {out}")
         for name, justify in (("run", "left"), ("last reward", "right"), ("best reward", "right"), ("time", "right")):
-            table.add_column(name, justify=justify, no_wrap=name == "run")
+            # the run name folds onto further lines, so the numbers keep their columns at 80 columns
+            table.add_column(name, justify=justify, overflow="fold", ratio=1 if name == "run" else None,
+                             no_wrap=name != "run")
         for run in runs:
             fmt = (lambda v: "-" if v is None else f"{v:.2f}")
             table.add_row(run["run"], fmt(run.get("last_reward")), fmt(run.get("best_reward")),
