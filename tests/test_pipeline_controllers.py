@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.pipeline.controllers import PipelinePlanner, StageHpa, bound, chain_throughput
+from simulator.pipeline.controllers import PipelinePlanner, bound, chain_throughput
 from simulator.pipeline.episode import run_episode
 from simulator.pipeline.incontext import Experience, Gaussian, InContextController, Outcome, pareto_reward, retrieve
 from simulator.pipeline.snapshot import PipelineSnapshot, StageSnapshot
 from simulator.pipeline.spec import PipelineSpec, StageSpec
+from simulator.pipeline.stagewise import stage_hpa
 from simulator.workloads.workload import Workload
 
 
@@ -45,7 +46,7 @@ def test_chain_throughput_is_the_slowest_stage():
 
 def test_hpa_scales_each_stage_on_its_own_utilisation():
     s = snap(stage("a", rate=5.0, cap=10.0), stage("b", rate=5.0, cap=2.0))  # b at 250 %
-    decision, state = StageHpa(target=0.7).decide(s, {})
+    decision, state = stage_hpa(target=0.7).decide(s, {})
     assert decision.replicas["b"] == 4  # ceil(2.5 / 0.7); the HPA doubles at most (max(2 x 1, 4))
     assert decision.replicas["a"] == 1
     assert set(state) == {"a", "b"}

@@ -39,7 +39,7 @@ def _fmt(key: str, value: float) -> str:
 def evaluate_command(
     pipelines: str = typer.Option("rag,speech,disagg", "--pipelines", help="Built-ins (rag, speech, disagg) or YAML files, comma-separated."),
     patterns: str = typer.Option("ramp,periodic,spike", "--patterns", help="Workload patterns, comma-separated."),
-    controllers: str = typer.Option("hpa,planner,incontext", "--controllers", help="hpa, planner, incontext."),
+    controllers: str = typer.Option("hpa,kpa,planner,incontext", "--controllers", help="hpa, kpa, planner, incontext (ppo with --ppo)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds 0..N-1 per cell."),
     duration: float = typer.Option(600.0, "--duration", help="Seconds of traffic per episode."),
     interval: float = typer.Option(15.0, "--interval", help="Seconds between decisions."),

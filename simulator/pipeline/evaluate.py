@@ -13,26 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from simulator.pipeline.controllers import PipelineController, PipelinePlanner, StageHpa
+from simulator.pipeline.controllers import PipelineController, PipelinePlanner
 from simulator.pipeline.episode import run_episode
 from simulator.pipeline.incontext import InContextController
 from simulator.pipeline.spec import PipelineSpec
+from simulator.pipeline.stagewise import Guarded, stage_hpa, stage_kpa
 from simulator.pipeline.workloads import pipeline_workload
 
-CONTROLLERS = ("hpa", "planner", "incontext")
+CONTROLLERS = ("hpa", "kpa", "planner", "incontext")
 METRICS = ("p99_s", "mean_s", "slo_attainment", "cost_usd", "gpu_hours", "scale_events", "bottleneck_accuracy")
 
 
 def make_controller(name: str, spec: PipelineSpec, interval_s: float, selector: Any = None) -> PipelineController:
-    """A controller by name, planning one cold start (the pipeline's longest) ahead."""
+    """A controller by name, planning one cold start (the pipeline's longest) ahead; per-stage rules step
+    through ``decide`` per stage, joint controllers through each stage's guardrails (:mod:`~simulator.pipeline.stagewise`)."""
     cold = max(s.cold_start_s for s in spec.stages)
     planner = PipelinePlanner(interval_s=interval_s, cold_start_s=cold)
     if name == "hpa":
-        return StageHpa(interval_s=interval_s)
+        return stage_hpa(interval_s=interval_s)
+    if name == "kpa":
+        return stage_kpa(interval_s=interval_s)
     if name == "planner":
-        return planner
+        return Guarded(planner)
     if name == "incontext":
-        return InContextController(planner=planner, selector=selector)
+        return Guarded(InContextController(planner=planner, selector=selector))
     raise ValueError(f"unknown controller {name!r}; choose from {', '.join(CONTROLLERS)}")
 
 
