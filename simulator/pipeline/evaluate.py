@@ -18,10 +18,11 @@ from simulator.pipeline.episode import run_episode
 from simulator.pipeline.incontext import InContextController
 from simulator.pipeline.spec import PipelineSpec
 from simulator.pipeline.stagewise import Guarded, stage_hpa, stage_kpa
-from simulator.pipeline.workloads import pipeline_workload
+from simulator.pipeline.workloads import pipeline_workload, rates_for
 
 CONTROLLERS = ("hpa", "kpa", "planner", "incontext")
-METRICS = ("p99_s", "mean_s", "slo_attainment", "cost_usd", "gpu_hours", "scale_events", "bottleneck_accuracy")
+METRICS = ("p99_s", "mean_s", "slo_attainment", "cost_usd", "gpu_hours", "scale_events", "bottleneck_accuracy",
+           "bottleneck_accuracy_v1")
 
 
 def make_controller(name: str, spec: PipelineSpec, interval_s: float, selector: Any = None) -> PipelineController:
@@ -46,7 +47,9 @@ def evaluate(pipelines: Sequence[PipelineSpec], patterns: Sequence[str], control
     rows = []
     for spec in pipelines:
         for pattern in patterns:
-            workloads = {seed: pipeline_workload(pattern, seed=seed, duration_s=duration_s) for seed in seeds}
+            base, peak = rates_for(spec.name)
+            workloads = {seed: pipeline_workload(pattern, seed=seed, duration_s=duration_s, base_rate=base, peak_rate=peak)
+                         for seed in seeds}
             for name in controllers:
                 per_seed = []
                 for seed in seeds:
