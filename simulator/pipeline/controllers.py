@@ -100,6 +100,12 @@ class PipelinePlanner:
         return out
 
     def decide(self, snapshot: PipelineSnapshot, state: PlannerState) -> tuple[PipelineDecision, PlannerState]:
+        return self.decide_from(snapshot, state, snapshot.replicas)
+
+    def decide_from(self, snapshot: PipelineSnapshot, state: PlannerState,
+                    current: Mapping[str, int]) -> tuple[PipelineDecision, PlannerState]:
+        """:meth:`decide` as if the stages had ``current`` replicas (what a controller adding a residual to
+        the planner's proposal counts as the planner's own)."""
         now = snapshot.time_s
         demand = Holt().update(state.demand, snapshot.arrival_rate, now)
         ahead = demand.forecast(self.cold_start_s + self.interval_s)
@@ -107,16 +113,16 @@ class PipelinePlanner:
         fits = dict(state.fits_since_s)
         replicas, reasons = {}, []
         for s in snapshot.stages:
-            want, current = need[s.name], s.desired
-            if want >= current:
+            want, held = need[s.name], current[s.name]
+            if want >= held:
                 fits.pop(s.name, None)
                 replicas[s.name] = want
             else:
                 since = fits.setdefault(s.name, now)
-                replicas[s.name] = want if now - since >= self.scale_down_delay_s else current
+                replicas[s.name] = want if now - since >= self.scale_down_delay_s else held
                 if replicas[s.name] == want:
                     fits.pop(s.name, None)
-            reasons.append(f"{s.name}: need {want} (now {current})")
+            reasons.append(f"{s.name}: need {want} (now {held})")
         served, slowest = chain_throughput(snapshot)
         reasons.append(f"demand {snapshot.arrival_rate:.2f}/s, forecast {ahead:.2f}/s; chain serves {served:.2f}/s (slowest: {slowest})")
         return (PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons)),
