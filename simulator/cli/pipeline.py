@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import typer
 from rich import box
@@ -44,7 +45,7 @@ def evaluate_command(
     duration: float = typer.Option(600.0, "--duration", help="Seconds of traffic per episode."),
     interval: float = typer.Option(15.0, "--interval", help="Seconds between decisions."),
     bottleneck_every: int = typer.Option(4, "--bottleneck-every", help="Score the bottleneck detector every N decisions (0: never)."),
-    llm_url: str = typer.Option("", "--llm-url", help="An OpenAI-compatible /v1 URL: the in-context controller asks this LLM."),
+    llm_url: str = typer.Option("", "--llm-url", help="An OpenAI-compatible /v1 URL: the in-context controller asks this LLM (key: $OPENAI_API_KEY)."),
     llm_model: str = typer.Option("", "--llm-model", help="Model name for --llm-url."),
     ppo: list[str] = typer.Option([], "--ppo", help="A directory of kis pipeline train (repeatable): adds ppo for its pipeline."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
@@ -78,7 +79,7 @@ def evaluate_command(
     if llm_url:
         from simulator.pipeline.llm_selector import LLMSelector
 
-        selector = LLMSelector(base_url=llm_url, model=llm_model or "default")
+        selector = LLMSelector(base_url=llm_url, model=llm_model or "default", api_key=os.environ.get("OPENAI_API_KEY", "none"))
     ppo_models = {}
     if ppo_metas:
         from simulator.pipeline.ppo import PpoController
