@@ -6,6 +6,7 @@ Run (about 8 minutes on one core; the PPO models are trained once before, 3-4 mi
     kis pipeline train --pipeline speech --steps 20000 --out bench/results/pipeline_benchmark/ppo-speech
     python bench/pipeline_benchmark.py                       # hpa, kpa, planner, incontext, ppo where trained
     python bench/pipeline_benchmark.py --llm-url URL --llm-model M   # adds incontext-llm: the LLM selector
+    python bench/pipeline_benchmark.py --from-json bench/results/pipeline_benchmark.json   # re-render only
 
 Writes ``bench/results/pipeline_benchmark.md`` (tables and verdicts),
 ``bench/results/pipeline_benchmark.json`` (every row with its seeds) and PNG
@@ -151,6 +152,14 @@ def report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], l
         cells.setdefault((r["pipeline"], r["pattern"]), []).append(r)
     for (pipeline, pattern), cell in cells.items():
         lines.append(f"| {pipeline} | {pattern} | {', '.join(winners(cell, 'p99_s'))} | {', '.join(winners(cell, 'cost_usd'))} |")
+    lines += ["", "Cells each controller is best or tied-best in (of those it ran in):", "",
+              "| controller | cells | P99 | cost | both |", "|---|---|---|---|---|"]
+    for controller in dict.fromkeys(r["controller"] for r in rows):
+        ran = [cell for cell in cells.values() if any(r["controller"] == controller for r in cell)]
+        p99 = sum(controller in winners(cell, "p99_s") for cell in ran)
+        cost = sum(controller in winners(cell, "cost_usd") for cell in ran)
+        both = sum(controller in winners(cell, "p99_s") and controller in winners(cell, "cost_usd") for cell in ran)
+        lines.append(f"| {controller} | {len(ran)} | {p99} | {cost} | {both} |")
     for pipeline in meta["pipelines"]:
         lines += ["", f"## {pipeline}", "", "| pattern | controller | P99 (s) | mean (s) | SLO | cost | GPU-h | scale events |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -227,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-url", default="")
     parser.add_argument("--llm-model", default="")
     parser.add_argument("--out", default=str(RESULTS / "pipeline_benchmark"), help="path stem of the .md, .json and the plot folder")
+    parser.add_argument("--from-json", default="", help="re-render the report and plots from a JSON this script wrote (no runs)")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        text = report(saved["rows"], saved["meta"], plot(saved["rows"], out), saved.get("llm"))
+        out.with_suffix(".md").write_text(text)
+        print(text)
+        return 0
     pipelines = [p for p in args.pipelines.split(",") if p]
     ppo_models, ppo_meta = {}, {}
     for p in pipelines:
@@ -263,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": command, "seeds": args.seeds, "duration_s": args.duration, "interval_s": args.interval,
             "bottleneck_every": args.bottleneck_every, "pipelines": pipelines, "patterns": list(PATTERNS),
             "ppo": ppo_meta, "elapsed_s": time.perf_counter() - start}
-    out = Path(args.out)
     plots = plot(rows, out)
     text = report(rows, meta, plots, llm)
     out.with_suffix(".md").write_text(text)
