@@ -16,7 +16,7 @@ def test_json_has_every_metric_per_controller():
     result = runner.invoke(app, [*SMALL, "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)["rows"]
-    assert [r["controller"] for r in rows] == ["hpa", "planner", "incontext"]
+    assert [r["controller"] for r in rows] == ["hpa", "kpa", "planner", "incontext"]
     for row in rows:
         assert {"p99_s", "mean_s", "slo_attainment", "cost_usd", "gpu_hours", "scale_events", "bottleneck_accuracy"} <= set(row)
         assert row["cost_usd"] > 0 and row["seeds"][0]["completed"] == row["seeds"][0]["requests"]

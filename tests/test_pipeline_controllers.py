@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from simulator.pipeline.controllers import PipelinePlanner, StageHpa, bound, chain_throughput
+from simulator.pipeline.controllers import PipelinePlanner, bound, chain_throughput
 from simulator.pipeline.episode import run_episode
-from simulator.pipeline.incontext import Experience, Gaussian, InContextController, Outcome, pareto_reward, retrieve
+from simulator.pipeline.incontext import Experience, Gaussian, InContextController, Outcome, candidate_actions, pareto_reward, retrieve
 from simulator.pipeline.snapshot import PipelineSnapshot, StageSnapshot
 from simulator.pipeline.spec import PipelineSpec, StageSpec
+from simulator.pipeline.stagewise import stage_hpa
 from simulator.workloads.workload import Workload
 
 
@@ -45,7 +48,7 @@ def test_chain_throughput_is_the_slowest_stage():
 
 def test_hpa_scales_each_stage_on_its_own_utilisation():
     s = snap(stage("a", rate=5.0, cap=10.0), stage("b", rate=5.0, cap=2.0))  # b at 250 %
-    decision, state = StageHpa(target=0.7).decide(s, {})
+    decision, state = stage_hpa(target=0.7).decide(s, {})
     assert decision.replicas["b"] == 4  # ceil(2.5 / 0.7); the HPA doubles at most (max(2 x 1, 4))
     assert decision.replicas["a"] == 1
     assert set(state) == {"a", "b"}
@@ -61,7 +64,8 @@ def test_pareto_reward_prefers_dominating_outcomes_and_a_shrinking_excess():
     before = Outcome(2.0, 10.0)
     assert pareto_reward(Outcome(1.5, 9.0), before) > 1.0  # dominates and the excess shrank
     assert pareto_reward(Outcome(2.5, 11.0), before) < -1.0
-    assert pareto_reward(Outcome(0.5, 9.0), Outcome(0.6, 10.0)) == 1.0  # within the SLO: only dominance
+    assert pareto_reward(Outcome(0.5, 9.0), Outcome(0.6, 10.0)) == pytest.approx(1.0 + math.log(10 / 9))  # within the SLO: dominance and the saving
+    assert pareto_reward(Outcome(0.5, 12.0), Outcome(0.6, 10.0)) < 0  # within the SLO, a costlier fleet does not pay
     assert pareto_reward(Outcome(1.0, 12.0), before) > 0  # costlier but back within the SLO
 
 
@@ -105,3 +109,21 @@ def test_in_context_controller_improves_within_an_episode_over_a_misinformed_pla
     assert min(learner.timeline["replicas_b"][-5:]) >= 3
     assert learner.metrics["p99_s"] < alone.metrics["p99_s"]
     assert any(d["selector"] == "builtin" and d["fallback"] is None for d in learner.decisions)
+
+
+def test_candidates_are_a_hold_one_more_on_the_bottleneck_and_one_fewer_on_the_least_needed():
+    s = snap(stage("a", ready=3, rate=5.0, cap=10.0), stage("b", ready=1, rate=9.0, cap=10.0, queue=30), stage("c", ready=1, rate=5.0))
+    assert candidate_actions(s, {"a": 3, "b": 1, "c": 1}) == [(0, 0, 0), (0, 1, 0), (-1, 0, 0)]
+    # at its maximum the bottleneck gets no +1 (the next-scored stage does); at their minimum no stage gets a -1
+    assert candidate_actions(s, {"a": 1, "b": 8, "c": 1}) == [(0, 0, 0), (0, 0, 1), (0, -1, 0)]
+    assert candidate_actions(s, {"a": 1, "b": 1, "c": 1}) == [(0, 0, 0), (0, 1, 0)]
+
+
+def test_without_experience_the_in_context_controller_is_the_planner():
+    s = snap(stage("a", cap=10.0, rate=20.0), stage("b", cap=4.0, rate=20.0), rate=20.0)
+    planner = PipelinePlanner()
+    planned, _ = planner.decide(s, planner.initial_state())
+    controller = InContextController(planner=planner)
+    decision, state = controller.decide(s, controller.initial_state())
+    assert decision.replicas == planned.replicas and decision.record["action"] == [0, 0]
+    assert dict(state.residual) == {"a": 0, "b": 0}

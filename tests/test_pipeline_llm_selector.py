@@ -77,8 +77,10 @@ def decide(url, mode, timeout_s=5.0):
 def test_a_good_answer_is_applied_and_its_tokens_counted(server):
     decision, selector = decide(server, "good")
     assert decision.record["fallback"] is None
-    assert decision.record["action"] == [1, 0]  # candidate 1: one more replica on the first stage
-    assert decision.replicas == {"a": 3, "b": 2}
+    assert decision.record["action"] == [1, 0]  # candidate 1: one more replica on the detected bottleneck (a, the first of equals)
+    planned, _ = PipelinePlanner().decide(snapshot(), PipelinePlanner().initial_state())
+    assert decision.replicas == {"a": planned.replicas["a"] + 1, "b": planned.replicas["b"]}
+    assert decision.record["residual"] == {"a": 1, "b": 0}
     assert (selector.prompt_tokens, selector.completion_tokens) == (120, 7)
     assert decision.record["prompt_tokens"] == 120
     messages = MODE["last"]["messages"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import typer
 from rich import box
@@ -39,24 +40,29 @@ def _fmt(key: str, value: float) -> str:
 def evaluate_command(
     pipelines: str = typer.Option("rag,speech,disagg", "--pipelines", help="Built-ins (rag, speech, disagg) or YAML files, comma-separated."),
     patterns: str = typer.Option("ramp,periodic,spike", "--patterns", help="Workload patterns, comma-separated."),
-    controllers: str = typer.Option("hpa,planner,incontext", "--controllers", help="hpa, planner, incontext."),
+    controllers: str = typer.Option("hpa,kpa,planner,incontext", "--controllers", help="hpa, kpa, planner, incontext (ppo with --ppo)."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds 0..N-1 per cell."),
     duration: float = typer.Option(600.0, "--duration", help="Seconds of traffic per episode."),
     interval: float = typer.Option(15.0, "--interval", help="Seconds between decisions."),
     bottleneck_every: int = typer.Option(4, "--bottleneck-every", help="Score the bottleneck detector every N decisions (0: never)."),
-    llm_url: str = typer.Option("", "--llm-url", help="An OpenAI-compatible /v1 URL: the in-context controller asks this LLM."),
+    llm_url: str = typer.Option("", "--llm-url", help="An OpenAI-compatible /v1 URL: the in-context controller asks this LLM (key: $OPENAI_API_KEY)."),
     llm_model: str = typer.Option("", "--llm-model", help="Model name for --llm-url."),
+    ppo: list[str] = typer.Option([], "--ppo", help="A directory of kis pipeline train (repeatable): adds ppo for its pipeline."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """P99 and mean end-to-end latency, SLO attainment, cost, GPU-hours, scale events and bottleneck accuracy
     per controller, pipeline and pattern."""
     from simulator.pipeline.evaluate import CONTROLLERS, evaluate
+    from simulator.pipeline.ppo import load_meta
     from simulator.pipeline.spec import PipelineSpecError, resolve_pipeline
     from simulator.pipeline.workloads import PATTERNS
 
     try:
         specs = [resolve_pipeline(p) for p in _split(pipelines)]
         chosen_patterns, chosen = _split(patterns), _split(controllers)
+        ppo_metas = {str(d): load_meta(d) for d in ppo}
+        if ppo and "ppo" not in chosen:
+            chosen.append("ppo")
         bad = [p for p in chosen_patterns if p not in PATTERNS] + [c for c in chosen if c not in CONTROLLERS]
         if bad:
             raise ValueError(f"unknown pattern(s) or controller(s): {', '.join(bad)}; patterns: {', '.join(PATTERNS)}; "
@@ -73,9 +79,14 @@ def evaluate_command(
     if llm_url:
         from simulator.pipeline.llm_selector import LLMSelector
 
-        selector = LLMSelector(base_url=llm_url, model=llm_model or "default")
+        selector = LLMSelector(base_url=llm_url, model=llm_model or "default", api_key=os.environ.get("OPENAI_API_KEY", "none"))
+    ppo_models = {}
+    if ppo_metas:
+        from simulator.pipeline.ppo import PpoController
+
+        ppo_models = {meta["pipeline"]: PpoController.load(d) for d, meta in ppo_metas.items()}
     rows = evaluate(specs, chosen_patterns, chosen, list(range(seeds)), duration_s=duration, interval_s=interval,
-                    bottleneck_every=bottleneck_every, selector=selector)
+                    bottleneck_every=bottleneck_every, selector=selector, ppo_models=ppo_models)
     if as_json:
         print_json({"rows": rows, "seeds": seeds, "duration_s": duration, "interval_s": interval,
                     "llm": None if selector is None else {"model": selector.model, "calls": selector.calls,
@@ -91,3 +102,34 @@ def evaluate_command(
     for row in rows:
         table.add_row(*[str(row[k]) if k in ("pipeline", "pattern", "controller") else _fmt(k, row[k]) for k, _ in columns])
     console.print(table)
+
+
+@app.command("train")
+def train_command(
+    pipeline: str = typer.Option("rag", "--pipeline", help="A built-in (rag, speech, disagg) or a YAML file."),
+    steps: int = typer.Option(20000, "--steps", help="Environment steps of PPO (one step: one 15 s decision)."),
+    out: str = typer.Option(..., "--out", help="Directory for model.zip and meta.json."),
+    patterns: str = typer.Option("ramp,periodic,spike", "--patterns", help="Patterns drawn per episode, comma-separated."),
+    seed: int = typer.Option(0, "--seed", help="Seed of PPO and of the episodes' workloads."),
+    budget: int = typer.Option(12, "--budget", help="Shared GPU budget (total replicas) of kis/Pipeline-v0."),
+) -> None:
+    """Train PPO on kis/Pipeline-v0 for one pipeline (CPU); evaluate it with kis pipeline evaluate --ppo DIR."""
+    from simulator.pipeline.spec import PipelineSpecError, resolve_pipeline
+    from simulator.pipeline.workloads import PATTERNS
+
+    try:
+        resolve_pipeline(pipeline)  # a bad spec is one line, before training starts
+        bad = [p for p in _split(patterns) if p not in PATTERNS]
+        if bad or not _split(patterns) or steps < 1:
+            raise ValueError(f"need --steps >= 1 and patterns among {', '.join(PATTERNS)}" + (f"; unknown: {', '.join(bad)}" if bad else ""))
+        from simulator.pipeline.ppo import train_ppo
+
+        meta = train_ppo(pipeline, steps, out, patterns=patterns,
+                         seed=seed, gpu_budget=budget)
+    except PipelineSpecError as exc:
+        print_error(f"PipelineSpecError: {exc}")
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
+    console.print(f"trained ppo on {meta['pipeline']} for {meta['steps']} steps in {meta['train_seconds']} s: {out}")

@@ -8,7 +8,9 @@ ready and starting replicas over the stage's maximum, latency share; then
 arrivals over the slowest stage's capacity (clipped at 4) and replicas over
 the budget. Reward per step: ``-(P99 / SLO excess) - cost_weight x cost
 rate / the fleet's cost at the budget``. An episode is one workload
-(``pattern`` drawn fresh each reset from the seed), ``duration_s`` long.
+(drawn fresh each reset from the seed; ``pattern`` may list several,
+comma-separated, one drawn per episode), ``duration_s`` long, at the
+pipeline's rates (:func:`simulator.pipeline.workloads.rates_for`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,24 @@ import numpy as np
 
 from simulator.pipeline.controllers import bound
 from simulator.pipeline.sim import PipelineSim
+from simulator.pipeline.snapshot import PipelineSnapshot
 from simulator.pipeline.spec import PipelineSpec, resolve_pipeline
-from simulator.pipeline.workloads import pipeline_workload
+from simulator.pipeline.workloads import pipeline_workload, rates_for
 
 FEATURES_PER_STAGE = 5
+
+
+def observe(snap: PipelineSnapshot, gpu_budget: int) -> np.ndarray:
+    """The observation of the module docstring, from one snapshot (pure: a trained policy reads it online too)."""
+    latencies = [s.latency_s if math.isfinite(s.latency_s) else 0.0 for s in snap.stages]
+    total = sum(latencies) or 1.0
+    values: list[float] = []
+    for s, lat in zip(snap.stages, latencies):
+        values += [min(2.0, s.utilisation), min(4.0, math.log1p(s.queue) / 5.0), s.ready / s.max_replicas,
+                   s.starting / s.max_replicas, lat / total]
+    slowest = min(s.capacity_rps for s in snap.stages)
+    values += [min(4.0, snap.arrival_rate / slowest), min(4.0, sum(s.desired for s in snap.stages) / gpu_budget)]
+    return np.clip(np.asarray(values, dtype=np.float32), 0.0, 4.0)
 
 
 class PipelineEnv(gym.Env):
@@ -47,23 +63,18 @@ class PipelineEnv(gym.Env):
         self._capacity: dict[str, float] | None = None
 
     def _observe(self) -> np.ndarray:
-        snap = self.sim.snapshot()  # type: ignore[union-attr]
-        latencies = [s.latency_s if math.isfinite(s.latency_s) else 0.0 for s in snap.stages]
-        total = sum(latencies) or 1.0
-        values: list[float] = []
-        for s, lat in zip(snap.stages, latencies):
-            values += [min(2.0, s.utilisation), min(4.0, math.log1p(s.queue) / 5.0), s.ready / s.max_replicas,
-                       s.starting / s.max_replicas, lat / total]
-        slowest = min(s.capacity_rps for s in snap.stages)
-        values += [min(4.0, snap.arrival_rate / slowest), min(4.0, sum(s.desired for s in snap.stages) / self.gpu_budget)]
-        return np.clip(np.asarray(values, dtype=np.float32), 0.0, 4.0)
+        return observe(self.sim.snapshot(), self.gpu_budget)  # type: ignore[union-attr]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        workload = pipeline_workload(self.pattern, seed=int(self.np_random.integers(2**31)), duration_s=self.duration_s)
+        patterns = [p.strip() for p in self.pattern.split(",") if p.strip()]
+        pattern = patterns[int(self.np_random.integers(len(patterns)))]
+        base, peak = rates_for(self.pipeline.name)
+        workload = pipeline_workload(pattern, seed=int(self.np_random.integers(2**31)), duration_s=self.duration_s,
+                                     base_rate=base, peak_rate=peak)
         self.sim = PipelineSim(self.pipeline, workload, capacity=self._capacity)
         self._capacity = self.sim.capacity
-        return self._observe(), {"pattern": self.pattern, "pipeline": self.pipeline.name}
+        return self._observe(), {"pattern": pattern, "pipeline": self.pipeline.name}
 
     def step(self, action):
         sim = self.sim

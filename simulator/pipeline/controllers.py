@@ -2,11 +2,10 @@
 
 A controller has a ``name``, ``initial_state()`` and ``decide(snapshot, state) ->
 (PipelineDecision, state)``; it does no I/O. :func:`bound` applies each
-stage's replica bounds and the shared GPU budget.
+stage's replica bounds and the shared GPU budget. The per-stage HPA and KPA,
+and the per-stage guardrails of joint controllers, are in
+:mod:`simulator.pipeline.stagewise`.
 
-- :class:`StageHpa`: what users run today, one Kubernetes HPA per stage
-  (:class:`controller.policies.hpa.HpaPolicy`, unchanged) on the stage's
-  utilisation (offered load over ready capacity), each stage on its own.
 - :class:`PipelinePlanner`: the planner extended to a chain. The chain's
   throughput is its slowest stage's; every request crosses every stage, so
   each stage is sized to the forecast arrival rate (Holt's trend one cold
@@ -22,10 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from controller import signals as sig
 from controller.forecast import Holt, HoltState
-from controller.policies.base import PolicyContext
-from controller.policies.hpa import HpaPolicy
 from simulator.pipeline.snapshot import PipelineSnapshot
 
 
@@ -60,45 +56,6 @@ def bound(replicas: Mapping[str, int], snapshot: PipelineSnapshot, budget: int |
         victim = min(shrinkable, key=lambda s: (s.arrival_rate / (out[s.name] * s.capacity_rps), s.name))
         out[victim.name] -= 1
     return out
-
-
-def stage_signals(snapshot: PipelineSnapshot, name: str) -> dict[str, float]:
-    """One stage as the single-Deployment policies read a target's metrics snapshot."""
-    s = snapshot.stage(name)
-    return {
-        "gpu_utilization": s.utilisation if s.ready else math.nan,
-        "requests_running": float(s.in_service),
-        "requests_waiting": float(s.queue),
-        sig.REPLICAS_REPORTING: float(s.ready),
-        sig.REPLICAS_READY: float(s.ready),
-        sig.REPLICAS_PENDING: float(s.starting),
-        sig.REPLICAS_DESIRED: float(s.desired),
-    }
-
-
-@dataclass(frozen=True)
-class StageHpa:
-    """One HPA per stage on its utilisation (target ``target``), with the HPA's legacy 5 min scale-down window."""
-
-    target: float = 0.7
-    interval_s: float = 15.0
-    budget: int | None = None
-    name: str = "hpa"
-
-    def initial_state(self) -> dict[str, Any]:
-        return {}
-
-    def decide(self, snapshot: PipelineSnapshot, state: dict[str, Any]) -> tuple[PipelineDecision, dict[str, Any]]:
-        policy = HpaPolicy(metric="gpu_utilization", target=self.target)
-        replicas, reasons, new_state = {}, [], dict(state)
-        for s in snapshot.stages:
-            ctx = PolicyContext(now_s=snapshot.time_s, current_replicas=s.desired, min_replicas=s.min_replicas,
-                                max_replicas=s.max_replicas, interval_s=self.interval_s)
-            proposal, new_state[s.name] = policy.decide(stage_signals(snapshot, s.name), ctx,
-                                                        state.get(s.name, policy.initial_state()))
-            replicas[s.name] = proposal.replicas if proposal.valid else s.desired
-            reasons.append(f"{s.name}: {'; '.join(proposal.reasons) or 'hold'}")
-        return PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons)), new_state
 
 
 @dataclass(frozen=True)
@@ -143,6 +100,12 @@ class PipelinePlanner:
         return out
 
     def decide(self, snapshot: PipelineSnapshot, state: PlannerState) -> tuple[PipelineDecision, PlannerState]:
+        return self.decide_from(snapshot, state, snapshot.replicas)
+
+    def decide_from(self, snapshot: PipelineSnapshot, state: PlannerState,
+                    current: Mapping[str, int]) -> tuple[PipelineDecision, PlannerState]:
+        """:meth:`decide` as if the stages had ``current`` replicas (what a controller adding a residual to
+        the planner's proposal counts as the planner's own)."""
         now = snapshot.time_s
         demand = Holt().update(state.demand, snapshot.arrival_rate, now)
         ahead = demand.forecast(self.cold_start_s + self.interval_s)
@@ -150,16 +113,16 @@ class PipelinePlanner:
         fits = dict(state.fits_since_s)
         replicas, reasons = {}, []
         for s in snapshot.stages:
-            want, current = need[s.name], s.desired
-            if want >= current:
+            want, held = need[s.name], current[s.name]
+            if want >= held:
                 fits.pop(s.name, None)
                 replicas[s.name] = want
             else:
                 since = fits.setdefault(s.name, now)
-                replicas[s.name] = want if now - since >= self.scale_down_delay_s else current
+                replicas[s.name] = want if now - since >= self.scale_down_delay_s else held
                 if replicas[s.name] == want:
                     fits.pop(s.name, None)
-            reasons.append(f"{s.name}: need {want} (now {current})")
+            reasons.append(f"{s.name}: need {want} (now {held})")
         served, slowest = chain_throughput(snapshot)
         reasons.append(f"demand {snapshot.arrival_rate:.2f}/s, forecast {ahead:.2f}/s; chain serves {served:.2f}/s (slowest: {slowest})")
         return (PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons)),

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from simulator.pipeline.bottleneck import detect_bottleneck, true_bottleneck
+from simulator.pipeline.bottleneck import detect_bottleneck, detect_bottleneck_v1, true_bottleneck
 from simulator.pipeline.controllers import PipelineController
 from simulator.pipeline.sim import PipelineSim
+from simulator.pipeline.snapshot import PipelineSnapshot
 from simulator.pipeline.spec import PipelineSpec
 from simulator.workloads.workload import Workload
 
@@ -28,6 +29,8 @@ class EpisodeResult:
     metrics: dict[str, float]
     decisions: list[dict[str, Any]] = field(default_factory=list)
     timeline: dict[str, list[float]] = field(default_factory=dict)
+    #: the scored snapshots and the simulator's true bottleneck of each
+    cases: list[tuple[PipelineSnapshot, str]] = field(default_factory=list)
 
 
 def latency_metrics(latencies: list[float], slo_s: float) -> dict[str, float]:
@@ -46,7 +49,7 @@ def run_episode(spec: PipelineSpec, workload: Workload, controller: PipelineCont
     state = controller.initial_state()
     decisions: list[dict[str, Any]] = []
     timeline: dict[str, list[float]] = {"t": [], "p99_s": [], **{f"replicas_{n}": [] for n in spec.names}}
-    hits = scored = 0
+    cases: list[tuple[PipelineSnapshot, str]] = []
     step = 0
     while sim.now < workload.duration_s:
         sim.step(interval_s)
@@ -54,8 +57,7 @@ def run_episode(spec: PipelineSpec, workload: Workload, controller: PipelineCont
         if bottleneck_every and step % bottleneck_every == 0:
             truth = true_bottleneck(sim, bottleneck_horizon_s)
             if truth is not None:
-                scored += 1
-                hits += detect_bottleneck(snapshot) == truth
+                cases.append((snapshot, truth))
         decision, state = controller.decide(snapshot, state)
         for name, n in decision.replicas.items():
             if n != sim.stage(name).desired:
@@ -73,5 +75,11 @@ def run_episode(spec: PipelineSpec, workload: Workload, controller: PipelineCont
     metrics = latency_metrics(sim.latencies, spec.slo_p99_s)
     metrics |= {"cost_usd": cost, "gpu_hours": duration_gpu_s / 3600.0, "scale_events": float(sim.scale_events),
                 "requests": float(sim.arrived), "completed": float(sim.completed), "unfinished": float(sim.in_flight),
-                "bottleneck_accuracy": hits / scored if scored else math.nan, "bottleneck_scored": float(scored)}
-    return EpisodeResult(metrics, decisions, timeline)
+                "bottleneck_accuracy": accuracy(cases), "bottleneck_accuracy_v1": accuracy(cases, detect_bottleneck_v1),
+                "bottleneck_scored": float(len(cases))}
+    return EpisodeResult(metrics, decisions, timeline, cases)
+
+
+def accuracy(cases: list[tuple[PipelineSnapshot, str]], detector=detect_bottleneck) -> float:
+    """Share of ``cases`` whose true bottleneck ``detector`` names (NaN without cases)."""
+    return sum(detector(s) == truth for s, truth in cases) / len(cases) if cases else math.nan

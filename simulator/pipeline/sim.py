@@ -19,13 +19,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from simulator.pipeline.capacity import stage_capacity_rps
+from simulator.pipeline.capacity import stage_capacity_rps, stage_concurrency_at_capacity, stage_service_s
 from simulator.pipeline.snapshot import PipelineSnapshot, StageSnapshot
 from simulator.pipeline.spec import PipelineSpec
 from simulator.pipeline.stages import Stage
 from simulator.workloads.workload import Workload
 
 TICK_S = 1.0
+#: Knative's stable and panic windows, seconds, over which the snapshot averages each stage's concurrency.
+STABLE_WINDOW_S, PANIC_WINDOW_S = 60, 6
 
 
 class PipelineSim:
@@ -51,6 +53,12 @@ class PipelineSim:
             o = float(np.mean(workload.output_tokens)) if len(workload) else 130.0
             capacity = {s.name: stage_capacity_rps(s, p, o) for s in spec.stages}
         self.capacity = dict(capacity)
+        p = float(np.mean(workload.prompt_tokens)) if len(workload) else 1000.0
+        o = float(np.mean(workload.output_tokens)) if len(workload) else 130.0
+        self.service_s = {s.name: stage_service_s(s, p, o) for s in spec.stages}
+        self.concurrency_capacity = {s.name: stage_concurrency_at_capacity(s, p, o) for s in spec.stages}
+        #: per tick, requests inside each stage (queued and in service), the last STABLE_WINDOW_S ticks
+        self._concurrency: deque[tuple[int, ...]] = deque(maxlen=STABLE_WINDOW_S)
         self._done: list[tuple[float, int]] = []  # left the last stage, (time, rid)
         self.latencies: list[float] = []  # end-to-end, of every completed request, in completion order
         self._recent: deque[tuple[float, float]] = deque()  # (finish time, e2e)
@@ -157,8 +165,10 @@ class PipelineSim:
 
     def _record(self) -> None:
         now = self.now
+        waiting = tuple(s.waiting(now) for s in self.stages)
         self._history.append((now, tuple(s.entered for s in self.stages), tuple(s.left for s in self.stages),
-                              tuple(s.waiting(now) for s in self.stages), self._next))
+                              waiting, self._next))
+        self._concurrency.append(tuple(w + s.in_service(now) for w, s in zip(waiting, self.stages)))
         horizon = now - self.window_s
         while len(self._history) > 1 and self._history[1][0] <= horizon:
             self._history.popleft()
@@ -189,8 +199,15 @@ class PipelineSim:
             stages.append(StageSnapshot(
                 spec.name, spec.kind, ready, len(stage.starting), len(stage.draining), spec.min_replicas, spec.max_replicas,
                 queue1[i], (queue1[i] - queue0[i]) / span, stage.in_service(now), rate, (left1[i] - left0[i]) / span, cap,
-                util, float(np.mean(recent)) if recent else math.nan, spec.price_per_hour))
+                util, float(np.mean(recent)) if recent else math.nan, spec.price_per_hour, self.service_s[spec.name],
+                concurrency_capacity=self.concurrency_capacity[spec.name], **self._concurrency_of(i)))
         e2e = [lat for _, lat in self._recent]
         return PipelineSnapshot(now, tuple(stages), (arrived1 - arrived0) / span,
                                 float(np.percentile(e2e, 99)) if e2e else math.nan, float(np.mean(e2e)) if e2e else math.nan,
                                 self.completed, self.in_flight, self.cost_usd(), self.spec.slo_p99_s)
+
+    def _concurrency_of(self, i: int) -> dict[str, float]:
+        """Stage ``i``'s mean concurrency over the stable and the panic window (per-second readings)."""
+        readings = [c[i] for c in self._concurrency]
+        panic = readings[-PANIC_WINDOW_S:]
+        return {"concurrency_stable": float(np.mean(readings)), "concurrency_panic": float(np.mean(panic))}

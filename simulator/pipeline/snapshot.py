@@ -17,6 +17,10 @@ class StageSnapshot:
     :param capacity_rps: what one replica serves, requests per second.
     :param utilisation: ``arrival_rate / (ready x capacity_rps)``; with no replica ready, 2 under load, else 0.
     :param latency_s: mean time a request spent in the stage (NaN when none left it).
+    :param service_s: time a lone request spends in one replica (no queue, no batching).
+    :param concurrency_stable: requests in the stage (queued and in service), averaged over the last 60 s.
+    :param concurrency_panic: the same over the last 6 s (Knative's panic window).
+    :param concurrency_capacity: requests inside one replica when it serves ``capacity_rps``.
     """
 
     name: str
@@ -35,6 +39,10 @@ class StageSnapshot:
     utilisation: float
     latency_s: float
     price_per_hour: float
+    service_s: float = math.nan
+    concurrency_stable: float = math.nan
+    concurrency_panic: float = math.nan
+    concurrency_capacity: float = math.nan
 
     @property
     def desired(self) -> int:

@@ -16,6 +16,14 @@ PIPELINE_TOKENS = TokenDistribution(prompt_median=512.0, prompt_sigma=0.5, promp
 #: Requests per second between which the patterns move (base, peak).
 BASE_RATE, PEAK_RATE = 4.0, 30.0
 PATTERNS = ("ramp", "periodic", "spike")
+#: (base, peak) per built-in pipeline whose stages the default rates leave idle: a prefill replica serves
+#: about 90 requests/s of these lengths, so the disaggregated pipeline runs at 5x the others' rates.
+PIPELINE_RATES = {"disagg": (5.0 * BASE_RATE, 5.0 * PEAK_RATE)}
+
+
+def rates_for(pipeline: str) -> tuple[float, float]:
+    """(base, peak) requests per second for a pipeline by name (the defaults unless :data:`PIPELINE_RATES` has it)."""
+    return PIPELINE_RATES.get(pipeline, (BASE_RATE, PEAK_RATE))
 
 
 def pipeline_workload(pattern: str, *, seed: int, duration_s: float, base_rate: float = BASE_RATE,
