@@ -58,7 +58,8 @@ def test_the_growth_of_requests_in_flight_shows_a_burst_before_the_windowed_rate
     t = 0: 2 in flight, 2 req/s served. t = 15: 122 in flight while the one-minute rate still says 2 req/s:
     2 + 120 / 15 s of growth + (122 - 1 x 8 held) / 60 s of backlog = 11.9 req/s. t = 30: 242 in flight:
     2 + 8 + (242 - 8) / 60 = 13.9. The trend follows demand confirmed over two decisions: min(13.9, 11.9) = 11.9
-    (alpha = 1), ceil(11.9 / 3.2) = 4 replicas; one unconfirmed burst moves only the spread of recent demand."""
+    (alpha = 1), and scale-up serves at least the demand now: the unconfirmed burst of 11.9 req/s already gets
+    ceil(11.9 / 3.2) = 4 replicas while the trend's level stays at 2; confirmed, 13.9 req/s need 5."""
     with_flight = CapacityProfile(CAPACITY.prompt_tokens, CAPACITY.output_tokens, CAPACITY.max_rps, "", ((8.0, 8.0), (8.0, 8.0)))
     planner = PlannerPolicy(alpha=1.0, horizon_s=0.0, burst_z=0.0, **EXACT_MIX)
 
@@ -71,9 +72,9 @@ def test_the_growth_of_requests_in_flight_shows_a_burst_before_the_windowed_rate
     first, state = planner.decide(reading(2.0), at(0.0), planner.initial_state())
     assert first.replicas == 1
     unconfirmed, state = planner.decide(reading(122.0), at(15.0), state)
-    assert state.last_demand == pytest.approx(11.9) and state.demand.level == pytest.approx(2.0) and unconfirmed.replicas == 1
+    assert state.last_demand == pytest.approx(11.9) and state.demand.level == pytest.approx(2.0) and unconfirmed.replicas == 4
     confirmed, state = planner.decide(reading(242.0), at(30.0), state)
-    assert state.demand.level == pytest.approx(11.9) and confirmed.replicas == 4
+    assert state.demand.level == pytest.approx(11.9) and confirmed.replicas == 5
 
 
 def test_scale_up_one_cold_start_ahead_of_a_ramp():
@@ -81,7 +82,7 @@ def test_scale_up_one_cold_start_ahead_of_a_ramp():
     (4, min(8, 4) = 4, min(12, 8) = 8): level 8, trend 4/15 per s at t = 30. The horizon is the cold start plus
     one interval (90 + 15 s): undamped, 8 + 105 x 4/15 = 36 req/s, 36 / 3.2 -> 12 replicas; with the default
     60 s damping the trend reaches 60 (1 - exp(-105/60)) = 49.6 s ahead: 8 + 13.2 = 21.2 req/s -> 7 replicas.
-    The demand now alone would need ceil(12 / 3.2) = 4."""
+    The demand now alone needs ceil(12 / 3.2) = 4: without a forecast, that is the answer."""
     def run(**kwargs) -> tuple:
         planner = PlannerPolicy(alpha=1.0, beta=1.0, burst_z=0.0, **EXACT_MIX, **kwargs)
         state, current = planner.initial_state(), 1
@@ -94,7 +95,7 @@ def test_scale_up_one_cold_start_ahead_of_a_ramp():
     assert state.demand.level == pytest.approx(8.0) and state.demand.trend == pytest.approx(4 / 15)
     assert undamped == 12
     assert run()[0] == 7
-    assert run(horizon_s=0.0)[0] == 3  # no forecast: the confirmed 8 req/s need ceil(8 / 3.2) = 3
+    assert run(horizon_s=0.0)[0] == 4  # no forecast: the trend's confirmed 8 req/s need 3, the demand now 12 needs 4
 
 
 def test_scale_down_only_after_the_load_has_fit_on_fewer_replicas_for_the_delay():

@@ -212,7 +212,7 @@ class PlannerPolicy:
         recent = state.recent.update(demand_now, ctx.now_s, self.window(ctx)) if valid else state.recent
         trend = holt.forecast(self.horizon(ctx), self.trend_damping_s) if holt.ready else confirmed
         bursts = recent.mean + self.burst_z * recent.std if math.isfinite(recent.mean) else confirmed
-        demand_ahead = max(trend, bursts)
+        demand_ahead = max(trend, bursts, demand_now)  # a burst under way is served now, whatever the trend says
         assessment = Assessment(demand_now, demand_ahead, replica_rps, demand_now / replica_rps, demand_ahead / replica_rps, valid)
         return assessment, PlannerState(holt, prompt, output, state.fits_since_s, in_flight, ctx.now_s,
                                         demand_now if valid else state.last_demand, recent, correction)
