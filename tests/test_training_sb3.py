@@ -44,3 +44,25 @@ def test_train_logs_and_artifact_round_trip(tmp_path, algo):
     onnx_actions = loaded.actions(obs)
     torch_actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(onnx_actions, torch_actions)
+
+
+def test_the_artifact_is_the_checkpoint_that_evaluated_best_the_start_included(tmp_path):
+    """The eval curve starts at step 0 (the starting policy); the shipped model is the one with the best mean
+    evaluation reward on it, and the provenance names its step."""
+    config = TrainConfig(algo="ppo", total_steps=768, n_envs=2, seed=5, eval={"every_steps": 256, "episodes": 1},
+                         hyperparameters={"n_steps": 64, "batch_size": 64, "learning_rate": 0.05})
+    model = train_sb3(config, tmp_path, progress=False, env_factory=heavy_env)
+    curve = [line.split(",") for line in (tmp_path / "eval_curve.csv").read_text().splitlines()[1:]]
+    steps, rewards = [int(c[0]) for c in curve], [float(c[1]) for c in curve]
+    assert steps[0] == 0 and len(steps) >= 3
+    provenance = json.loads((tmp_path / "artifact" / "metadata.json").read_text())["provenance"]
+    best = int(np.argmax(rewards))
+    assert provenance["selected_steps"] == steps[best]
+    assert provenance["eval_reward"] == pytest.approx(rewards[best], abs=1e-3)
+    # the returned (and exported) model is the saved best checkpoint, not the last update
+    from stable_baselines3 import PPO
+
+    best_model = PPO.load(tmp_path / "best" / "best_model.zip", device="cpu")
+    obs = np.random.default_rng(1).uniform(-3, 3, size=(200, model.observation_space.shape[0])).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], best_model.predict(obs, deterministic=True)[0])
+    np.testing.assert_array_equal(load_artifact(tmp_path / "artifact").actions(obs), best_model.predict(obs, deterministic=True)[0])

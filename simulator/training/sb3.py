@@ -44,6 +44,7 @@ def train_sb3(
     import torch
     from stable_baselines3.common.callbacks import CallbackList, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.logger import configure
 
     from simulator.training.callbacks import FeatureRangeCallback, LagrangianCallback
@@ -71,10 +72,19 @@ def train_sb3(
     _bias_towards_zero_step(model, probe.action_map, config.initial_zero_bias)
     model.set_logger(configure(str(out_dir), ["csv", "tensorboard"]))
     ranges = FeatureRangeCallback()
-    callbacks: list[Any] = [ranges, EvalCallback(
+    best_dir = out_dir / "best"
+    evaluation = EvalCallback(
         eval_env, eval_freq=max(1, config.eval.every_steps // n_envs), n_eval_episodes=config.eval.episodes,
-        log_path=str(out_dir / "eval"), best_model_save_path=None, deterministic=True, verbose=0,
-    )]
+        log_path=str(out_dir / "eval"), best_model_save_path=str(best_dir), deterministic=True, verbose=0,
+    )
+    # the starting policy is a candidate too (for residual actions: the planner), so training never ships a
+    # policy that did worse on the held-out episodes than the one it started from
+    best_dir.mkdir(exist_ok=True)
+    start_rewards = evaluate_policy(model, eval_env, n_eval_episodes=config.eval.episodes, deterministic=True,
+                                    return_episode_rewards=True)[0]
+    start_reward = evaluation.best_mean_reward = float(np.mean(start_rewards))
+    model.save(best_dir / "best_model.zip")
+    callbacks: list[Any] = [ranges, evaluation]
     if config.env.lagrangian is not None:
         callbacks.append(LagrangianCallback(config.env.lagrangian, config.env.slo_weight))
     start = time.perf_counter()
@@ -88,7 +98,10 @@ def train_sb3(
         eval_env.close()
     seconds = time.perf_counter() - start
     model.save(out_dir / "model.zip")
-    _write_eval_curve(out_dir)
+    _write_eval_curve(out_dir, (start_reward, float(np.std(start_rewards))))
+    # ship the checkpoint that evaluated best (EvalCallback saved it; the start counts), not the last one
+    selected = _selected_steps(out_dir, start_reward, evaluation.best_mean_reward)
+    model = _algorithm(config.algo).load(best_dir / "best_model.zip", device="cpu")
     if export:
         from simulator.training.export import export_artifact
 
@@ -98,6 +111,8 @@ def train_sb3(
             provenance={
                 "algorithm": config.algo,
                 "total_steps": config.total_steps,
+                "selected_steps": selected,
+                "eval_reward": round(evaluation.best_mean_reward, 4),
                 "seed": config.seed,
                 "train_seconds": round(seconds, 1),
                 "workloads": "randomized" if config.env.randomized is not None else list(config.env.workloads),
@@ -127,13 +142,24 @@ def _bias_towards_zero_step(model: Any, action_map: Any, bias: float) -> None:
         model.policy.action_net.bias[action_map.values.index(0)] += bias
 
 
-def _write_eval_curve(out_dir: Path) -> None:
-    """Flatten EvalCallback's evaluations.npz into eval_curve.csv (steps, mean reward, std)."""
+def _selected_steps(out_dir: Path, start_reward: float, best_reward: float) -> int:
+    """The training step of the checkpoint with the best evaluation (0: the starting policy)."""
     path = out_dir / "eval" / "evaluations.npz"
+    if best_reward <= start_reward or not path.exists():
+        return 0
+    data = np.load(path)
+    means = [float(np.mean(r)) for r in data["results"]]
+    return int(data["timesteps"][int(np.argmax(means))])
+
+
+def _write_eval_curve(out_dir: Path, start: tuple[float, float]) -> None:
+    """Flatten EvalCallback's evaluations.npz into eval_curve.csv (steps, mean reward, std), from step 0."""
+    path = out_dir / "eval" / "evaluations.npz"
+    rows = ["timesteps,mean_reward,std_reward", f"0,{start[0]:.6f},{start[1]:.6f}"]
     if not path.exists():
+        (out_dir / "eval_curve.csv").write_text("\n".join(rows) + "\n")
         return
     data = np.load(path)
-    rows = ["timesteps,mean_reward,std_reward"]
     for steps, rewards in zip(data["timesteps"], data["results"]):
         rows.append(f"{int(steps)},{float(np.mean(rewards)):.6f},{float(np.std(rewards)):.6f}")
     (out_dir / "eval_curve.csv").write_text("\n".join(rows) + "\n")
