@@ -66,3 +66,13 @@ def test_the_artifact_is_the_checkpoint_that_evaluated_best_the_start_included(t
     obs = np.random.default_rng(1).uniform(-3, 3, size=(200, model.observation_space.shape[0])).astype(np.float32)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], best_model.predict(obs, deterministic=True)[0])
     np.testing.assert_array_equal(load_artifact(tmp_path / "artifact").actions(obs), best_model.predict(obs, deterministic=True)[0])
+
+
+def test_every_checkpoint_is_evaluated_on_the_same_episodes(tmp_path):
+    """A policy that does not learn (learning rate 0) scores exactly its starting reward at every evaluation:
+    the evaluations replay the same episodes, so checkpoints are compared on equal traffic."""
+    config = TrainConfig(algo="ppo", total_steps=512, n_envs=2, seed=4, eval={"every_steps": 128, "episodes": 2},
+                         hyperparameters={"n_steps": 64, "batch_size": 64, "learning_rate": 0.0})
+    train_sb3(config, tmp_path, progress=False, env_factory=heavy_env)
+    rewards = [float(line.split(",")[1]) for line in (tmp_path / "eval_curve.csv").read_text().splitlines()[1:]]
+    assert len(rewards) >= 3 and len(set(rewards)) == 1

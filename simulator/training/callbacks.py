@@ -1,13 +1,28 @@
-"""Training callbacks (stable-baselines3): feature ranges for the artifact, and the Lagrangian SLO weight."""
+"""Training callbacks (stable-baselines3): feature ranges for the artifact, the Lagrangian SLO weight, and
+evaluations on the same episodes at every checkpoint."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from controller.artifact import FeatureRange
+
+
+class SameEpisodesEvalCallback(EvalCallback):
+    """EvalCallback whose every evaluation replays the same episodes (the eval env reseeded first), so that
+    checkpoints are compared on equal traffic and the best one is chosen for its policy, not its luck."""
+
+    def __init__(self, *args: Any, eval_seed: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_seed = eval_seed
+
+    def _on_step(self) -> bool:
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+            self.eval_env.seed(self.eval_seed)
+        return super()._on_step()
 
 
 class FeatureRangeCallback(BaseCallback):

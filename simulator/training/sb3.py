@@ -42,12 +42,12 @@ def train_sb3(
     ``env_factory`` replaces the config's environment (tests inject small clusters).
     """
     import torch
-    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.logger import configure
 
-    from simulator.training.callbacks import FeatureRangeCallback, LagrangianCallback
+    from simulator.training.callbacks import FeatureRangeCallback, LagrangianCallback, SameEpisodesEvalCallback
 
     if config.algo not in DEFAULTS:
         raise ValueError(f"train_sb3 handles ppo, a2c and dqn, not {config.algo!r}")
@@ -63,7 +63,7 @@ def train_sb3(
         venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed, vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "forkserver"})
     else:
         venv = make_vec_env(factory, n_envs=n_envs, seed=config.seed)
-    eval_env = make_vec_env(factory, n_envs=1, seed=config.seed + 10_000)
+    eval_env = make_vec_env(factory, n_envs=1)
     params = {**DEFAULTS[config.algo], **config.hyperparameters}
     model = _algorithm(config.algo)(
         "MlpPolicy", venv, seed=config.seed, verbose=0, device="cpu",
@@ -73,13 +73,16 @@ def train_sb3(
     model.set_logger(configure(str(out_dir), ["csv", "tensorboard"]))
     ranges = FeatureRangeCallback()
     best_dir = out_dir / "best"
-    evaluation = EvalCallback(
+    eval_seed = config.seed + 10_000
+    evaluation = SameEpisodesEvalCallback(
         eval_env, eval_freq=max(1, config.eval.every_steps // n_envs), n_eval_episodes=config.eval.episodes,
         log_path=str(out_dir / "eval"), best_model_save_path=str(best_dir), deterministic=True, verbose=0,
+        eval_seed=eval_seed,
     )
     # the starting policy is a candidate too (for residual actions: the planner), so training never ships a
     # policy that did worse on the held-out episodes than the one it started from
     best_dir.mkdir(exist_ok=True)
+    eval_env.seed(eval_seed)
     start_rewards = evaluate_policy(model, eval_env, n_eval_episodes=config.eval.episodes, deterministic=True,
                                     return_episode_rewards=True)[0]
     start_reward = evaluation.best_mean_reward = float(np.mean(start_rewards))
