@@ -94,7 +94,8 @@ def evaluate_command(
                                                           "completion_tokens": selector.completion_tokens,
                                                           "fallbacks": selector.fallbacks}})
         return
-    table = Table(title=f"pipelines, {seeds} seed(s), {duration:g} s", box=box.SIMPLE, padding=(0, 1))
+    table = Table(title=f"pipelines, {seeds} seed(s), {duration:g} s", box=box.SIMPLE, padding=(0, 1), pad_edge=False,
+                  show_edge=False)  # nine columns in 80
     columns = [("pipeline", "pipeline"), ("pattern", "pattern"), ("controller", "ctrl"), ("p99_s", "P99"), ("mean_s", "mean"),
                ("slo_attainment", "SLO"), ("cost_usd", "cost"), ("scale_events", "scales"), ("bottleneck_accuracy", "bneck")]
     for _, label in columns:
