@@ -27,6 +27,15 @@ def test_the_table_fits_80_columns():
     assert result.exit_code == 0, result.output
     assert "incontext" in result.stdout
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert "\u2026" not in result.stdout  # no cell cut short to fit
+
+
+def test_an_unreachable_llm_falls_back_to_the_planner_and_the_table_says_so():
+    result = runner.invoke(app, [*SMALL, "--controllers", "incontext", "--llm-url", "http://127.0.0.1:9", "--llm-model", "m"],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    summary = [line for line in result.stdout.splitlines() if line.startswith("LLM m:")]
+    assert len(summary) == 1 and "fell back to the planner" in summary[0] and "0 tokens" in summary[0]
 
 
 def test_an_unknown_pipeline_is_one_line_and_exit_2():

@@ -103,6 +103,11 @@ def evaluate_command(
     for row in rows:
         table.add_row(*[str(row[k]) if k in ("pipeline", "pattern", "controller") else _fmt(k, row[k]) for k, _ in columns])
     console.print(table)
+    if selector is not None:  # the in-context rows asked the LLM: how often it answered usably
+        fell_back = sum(selector.fallbacks.values())
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(selector.fallbacks.items())) or "none"
+        console.print(f"LLM {selector.model}: {selector.calls} calls, {selector.prompt_tokens + selector.completion_tokens} "
+                      f"tokens; {fell_back} fell back to the planner ({reasons})", highlight=False, markup=False)
 
 
 @app.command("train")
