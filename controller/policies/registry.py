@@ -14,7 +14,8 @@ threshold  scale_up_tpm, scale_down_tpm, step_up, step_down
 kpa        target, stable_window_s, panic_window_s, panic_threshold, max_scale_up_rate, max_scale_down_rate,
            activation_scale, scale_to_zero_grace_s
 planner    target_utilization, scale_down_margin, scale_down_delay_s, horizon_s, drain_s, alpha, beta, mix_smoothing,
-           burst_z, burst_window_s, trend_damping_s, feedback_down, feedback_recovery_s, min_correction (the capacity profile and cold start come from the autoscaler)
+           burst_z, burst_window_s, trend_damping_s, feedback_down, feedback_recovery_s, min_correction
+           (the capacity profile and cold start come from the autoscaler)
 fixed      replicas
 learned    artifact (folder; relative to ``base_dir``; omitted: the shipped default), deterministic, seed
 =========  ==============================================================================
