@@ -19,8 +19,9 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error line is never bro
 
 
 def print_error(problem: object) -> None:
-    """``error: <problem>`` on stderr, the problem's text printed as is (no markup)."""
-    err_console.print("[red]error:[/red]", escape(str(problem)))
+    """``error: <problem>`` on stderr, the problem's text printed as is (no markup, no emoji codes:
+    ``file:a:`` would print an emoji)."""
+    err_console.print("[red]error:[/red]", escape(str(problem)), emoji=False)
 
 
 def load_workload(

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from simulator.cli.common import console, err_console, print_json
+from simulator.cli.common import console, print_error, print_json
 
 app = typer.Typer(help="Multi-stage pipelines (RAG, speech, disaggregated prefill/decode).", no_args_is_help=True)
 
 
-def print_error(problem: object) -> None:
-    """``error: <problem>`` as is: no markup and no emoji codes (``file:a:`` would print an emoji)."""
-    err_console.print("[red]error:[/red]", escape(str(problem)), emoji=False)
+@contextmanager
+def _bad_input_exits_2() -> Iterator[None]:
+    """A bad pipeline spec or CLI value: one ``error:`` line and exit 2."""
+    from simulator.pipeline.spec import PipelineSpecError
+
+    try:
+        yield
+    except PipelineSpecError as exc:
+        print_error(f"PipelineSpecError: {exc}")
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from None
 
 
 def _split(text: str) -> list[str]:
@@ -54,10 +65,10 @@ def evaluate_command(
     per controller, pipeline and pattern."""
     from simulator.pipeline.evaluate import CONTROLLERS, evaluate
     from simulator.pipeline.ppo import load_meta
-    from simulator.pipeline.spec import PipelineSpecError, resolve_pipeline
+    from simulator.pipeline.spec import resolve_pipeline
     from simulator.pipeline.workloads import PATTERNS
 
-    try:
+    with _bad_input_exits_2():
         specs = [resolve_pipeline(p) for p in _split(pipelines)]
         chosen_patterns, chosen = _split(patterns), _split(controllers)
         ppo_metas = {str(d): load_meta(d) for d in ppo}
@@ -69,12 +80,6 @@ def evaluate_command(
                              f"controllers: {', '.join(CONTROLLERS)}")
         if not specs or not chosen_patterns or not chosen or seeds < 1 or duration <= 0 or interval <= 0:
             raise ValueError("need at least one pipeline, pattern and controller, --seeds >= 1, --duration and --interval > 0")
-    except PipelineSpecError as exc:
-        print_error(f"PipelineSpecError: {exc}")
-        raise typer.Exit(2) from None
-    except ValueError as exc:
-        print_error(exc)
-        raise typer.Exit(2) from None
     selector = None
     if llm_url:
         from simulator.pipeline.llm_selector import LLMSelector
@@ -120,10 +125,10 @@ def train_command(
     budget: int = typer.Option(12, "--budget", help="Shared GPU budget (total replicas) of kis/Pipeline-v0."),
 ) -> None:
     """Train PPO on kis/Pipeline-v0 for one pipeline (CPU); evaluate it with kis pipeline evaluate --ppo DIR."""
-    from simulator.pipeline.spec import PipelineSpecError, resolve_pipeline
+    from simulator.pipeline.spec import resolve_pipeline
     from simulator.pipeline.workloads import PATTERNS
 
-    try:
+    with _bad_input_exits_2():
         resolve_pipeline(pipeline)  # a bad spec is one line, before training starts
         bad = [p for p in _split(patterns) if p not in PATTERNS]
         if bad or not _split(patterns) or steps < 1:
@@ -132,10 +137,4 @@ def train_command(
 
         meta = train_ppo(pipeline, steps, out, patterns=patterns,
                          seed=seed, gpu_budget=budget)
-    except PipelineSpecError as exc:
-        print_error(f"PipelineSpecError: {exc}")
-        raise typer.Exit(2) from None
-    except ValueError as exc:
-        print_error(exc)
-        raise typer.Exit(2) from None
     console.print(f"trained ppo on {meta['pipeline']} for {meta['steps']} steps in {meta['train_seconds']} s: {out}")
