@@ -103,7 +103,7 @@ def train_sb3(
     model.save(out_dir / "model.zip")
     _write_eval_curve(out_dir, (start_reward, float(np.std(start_rewards))))
     # ship the checkpoint that evaluated best (EvalCallback saved it; the start counts), not the last one
-    selected = _selected_steps(out_dir, start_reward, evaluation.best_mean_reward)
+    selected = _selected_steps(evaluation, start_reward)
     model = _algorithm(config.algo).load(best_dir / "best_model.zip", device="cpu")
     if export:
         from simulator.training.export import export_artifact
@@ -145,14 +145,12 @@ def _bias_towards_zero_step(model: Any, action_map: Any, bias: float) -> None:
         model.policy.action_net.bias[action_map.values.index(0)] += bias
 
 
-def _selected_steps(out_dir: Path, start_reward: float, best_reward: float) -> int:
+def _selected_steps(evaluation: Any, start_reward: float) -> int:
     """The training step of the checkpoint with the best evaluation (0: the starting policy)."""
-    path = out_dir / "eval" / "evaluations.npz"
-    if best_reward <= start_reward or not path.exists():
+    means = [float(np.mean(r)) for r in evaluation.evaluations_results]
+    if not means or max(means) <= start_reward:
         return 0
-    data = np.load(path)
-    means = [float(np.mean(r)) for r in data["results"]]
-    return int(data["timesteps"][int(np.argmax(means))])
+    return int(evaluation.evaluations_timesteps[int(np.argmax(means))])
 
 
 def _write_eval_curve(out_dir: Path, start: tuple[float, float]) -> None:
