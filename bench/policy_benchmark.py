@@ -63,9 +63,9 @@ QUICK = {"planner": (0.8, 1.25), "hpa": (4, 8), "kpa": (4, 8), "threshold": (240
 LEARNED = "learned"
 
 
-def policies(quick: bool, only: frozenset[str] | None = None) -> list[PolicyEntry]:
+def policies(quick: bool, only: frozenset[str] | None = None, artifact: Path = DEFAULT_ARTIFACT) -> list[PolicyEntry]:
     """The line-up: the learned policy and every rule's sweep (``only``: these kinds, ``oracle`` among them)."""
-    entries = [PolicyEntry(LEARNED, {"type": "learned", "artifact": str(DEFAULT_ARTIFACT)})]
+    entries = [PolicyEntry(LEARNED, {"type": "learned", "artifact": str(artifact)})]
     for kind, _, values, spec in SWEEPS:
         for value in QUICK[kind] if quick else values:
             entries.append(PolicyEntry(f"{kind}@{value:g}", spec(value)))  # type: ignore[operator]
@@ -148,10 +148,16 @@ def _row(name: str, v: Mapping[str, float]) -> str:
             f"{v['gpu_hours']:.2f} | {v['scale_events']:.1f} |")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it."""
+    return str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO) else str(path)
+
+
 def report(per: Mapping, names: list[str], args: argparse.Namespace, seeds: list[int], seconds: float, executor: str) -> str:
     lines = ["# Policy benchmark: the learned policy against best-tuned rules and the oracle", "",
-             f"Command: `.venv/bin/python bench/policy_benchmark.py --seeds {args.seeds}{' --quick' if args.quick else ''}`  ",
-             f"Date: {dt.date.today().isoformat()}; artifact: `controller/policies/default`; cluster: 16 x H100 (two 8-GPU nodes), "
+             f"Command: `.venv/bin/python bench/policy_benchmark.py --seeds {args.seeds}{' --quick' if args.quick else ''}"
+             f"{'' if args.artifact == DEFAULT_ARTIFACT else ' --artifact ' + _shown(args.artifact)}`  ",
+             f"Date: {dt.date.today().isoformat()}; artifact: `{_shown(args.artifact)}`; cluster: 16 x H100 (two 8-GPU nodes), "
              f"llama-8b, replicas 1..16, 15 s interval; SLO TTFT 500 ms, TPOT 50 ms; seeds {seeds}; {executor}; wall time {seconds:.0f} s"
              f"{' (the rules and oracle from an earlier run of the same grid, `--reuse`)' if args.reuse else ''}.",
              "", "Traces and patterns are never seen in training (the policy trains on randomised traffic, "
@@ -185,6 +191,8 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only these kinds (comma-separated: learned, planner, hpa, kpa, "
                         "threshold, fixed, oracle)")
     parser.add_argument("--reuse", type=Path, default=None, help="take the other kinds' rows from this earlier JSON output")
+    parser.add_argument("--artifact", type=Path, default=DEFAULT_ARTIFACT, help="the learned policy's artifact folder "
+                        "(default: the shipped one)")
     args = parser.parse_args()
     only = frozenset(args.only.split(",")) if args.only else None
     args.out = args.out or (REPO / "out" / "policy_benchmark_quick.md" if args.quick else OUT / "policy_benchmark.md")
@@ -195,7 +203,7 @@ def main() -> None:
     )
     from simulator.executor import make_executor
 
-    entries, loads = policies(args.quick, only), workloads(args.quick)
+    entries, loads = policies(args.quick, only, args.artifact), workloads(args.quick)
     with_oracle = only is None or ORACLE in only
     reused = reused_rows(args.reuse, seeds, only or frozenset()) if args.reuse else {}
     executor = make_executor(args.workers, args.ray)
