@@ -34,6 +34,8 @@ VARIANTS = {
 EXPECTED_RULES = {
     ("autoscaling.kis-s.dev", "inferenceautoscalers"): {"list", "watch"},
     ("autoscaling.kis-s.dev", "inferenceautoscalers/status"): {"patch"},
+    ("autoscaling.kis-s.dev", "inferencepipelineautoscalers"): {"list", "watch"},
+    ("autoscaling.kis-s.dev", "inferencepipelineautoscalers/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch"},
     ("apps", "deployments/scale"): {"get", "patch"},
     ("", "events"): {"create"},
