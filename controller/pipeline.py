@@ -16,9 +16,12 @@ simulator bounds its joint proposal with :func:`within_budget`. No second copy.
 
 **Pressure.** Which stage gives a replica up is the one whose ``pressure(name,
 n)`` (its load per replica were it to keep ``n``) is lowest, ties by name.
-The simulator knows each stage's arrival rate and per-replica capacity; the
-controller, by default, uses what each stage asked for over what it would
-keep, so the cut is spread in proportion to the stages' own wants.
+The simulator knows each stage's arrival rate and per-replica capacity
+(:func:`simulator.pipeline.controllers.load_pressure`). Online,
+:func:`growth_first`: a replica not started yet goes before a running one
+(while the running fleet fits, the budget refuses growth and never trades
+running replicas between stages tick after tick), and among those the cut is
+spread in proportion to the stages' own wants.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from controller.autoscaling import Autoscaler, AutoscalerState, decide
 from controller.decision import DecisionRecord, GuardStep
 
 #: The guard step a budget cut adds to a stage's decision record.
 BUDGET_GUARD = "BudgetLimit"
-#: ``pressure(stage, n)``: the stage's load per replica if it kept ``n``; the lowest gives one up first.
-Pressure = Callable[[str, int], float]
+#: ``pressure(stage, n)``: how much the stage needs its ``n``-th replica (a number, or a tuple of them); the lowest gives one up first.
+Pressure = Callable[[str, int], Any]
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ def within_budget(wanted: Mapping[str, int], stages: Sequence[StageLimits], max_
     return out
 
 
+def growth_first(wanted: Mapping[str, int], current: Mapping[str, int]) -> Pressure:
+    """Replicas above a stage's current count (not started yet) give way first, then running ones; within each,
+    the stage keeping the largest share of what it asked for (``wanted / n`` lowest)."""
+    return lambda name, n: (n <= current[name], wanted[name] / n)
+
+
 @dataclass(frozen=True)
 class PipelineStage:
     """One stage: its name, its autoscaler, and the GPUs one of its replicas holds (for the budget)."""
@@ -104,6 +114,7 @@ def decide_pipeline(
     """Each stage's :func:`decide` on its snapshot, then :func:`within_budget` across them.
 
     :param states: per stage, the state of the previous call (absent: ``autoscaler.initial_state()``).
+    :param pressure: which stage the budget cuts first (default :func:`growth_first`).
     :returns: per stage, the decision record (a budget cut is its last step and its reason) and the next state.
     """
     records: dict[str, DecisionRecord] = {}
@@ -115,7 +126,7 @@ def decide_pipeline(
         return records, new_states
     limits = [s.limits for s in stages]
     wanted = {name: r.final for name, r in records.items()}
-    kept = within_budget(wanted, limits, max_gpus, pressure)
+    kept = within_budget(wanted, limits, max_gpus, pressure or growth_first(wanted, current))
     used = gpus(wanted, limits)
     for name, n in kept.items():
         if n != wanted[name]:

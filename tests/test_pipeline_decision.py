@@ -76,3 +76,11 @@ def test_fixed_policies_with_one_budget_give_the_same_answer_every_time():
     snaps = {n: snapshot(10, 2) for n in "abc"}
     first, _ = decide_pipeline(stages, snaps, NOW, dict.fromkeys("abc", 2), {}, max_gpus=10)
     assert sorted(r.final for r in first.values()) == [3, 3, 4] and sum(r.final for r in first.values()) == 10
+
+
+def test_while_the_running_fleet_fits_the_budget_refuses_growth_and_sheds_no_running_replica():
+    stages = [PipelineStage(n, Autoscaler(FixedPolicy(replicas=want), Behavior(1, 8))) for n, want in (("a", 5), ("b", 3))]
+    snaps = {n: snapshot(10, 3) for n in "ab"}
+    records, _ = decide_pipeline(stages, snaps, NOW, {"a": 3, "b": 3}, {}, max_gpus=6)
+    assert (records["a"].final, records["b"].final) == (3, 3)  # a's growth is refused; b keeps what runs
+    assert records["a"].steps[-1].guard == BUDGET_GUARD and not records["b"].steps
