@@ -18,10 +18,10 @@ simulator bounds its joint proposal with :func:`within_budget`. No second copy.
 n)`` (its load per replica were it to keep ``n``) is lowest, ties by name.
 The simulator knows each stage's arrival rate and per-replica capacity
 (:func:`simulator.pipeline.controllers.load_pressure`). Online,
-:func:`growth_first`: a replica not started yet goes before a running one
-(while the running fleet fits, the budget refuses growth and never trades
-running replicas between stages tick after tick), and among those the cut is
-spread in proportion to the stages' own wants.
+:func:`sticky_share`: the cut is spread in proportion to the stages' own wants
+(``wanted / n``), a running replica counting :data:`HOLD` times as much as one
+not started yet, so a binding budget moves a running replica from one stage
+to another only for a clear imbalance, not back and forth every tick.
 """
 
 from __future__ import annotations
@@ -75,10 +75,14 @@ def within_budget(wanted: Mapping[str, int], stages: Sequence[StageLimits], max_
     return out
 
 
-def growth_first(wanted: Mapping[str, int], current: Mapping[str, int]) -> Pressure:
-    """Replicas above a stage's current count (not started yet) give way first, then running ones; within each,
-    the stage keeping the largest share of what it asked for (``wanted / n`` lowest)."""
-    return lambda name, n: (n <= current[name], wanted[name] / n)
+#: How much more a running replica weighs than one not started yet, when the budget chooses (hysteresis).
+HOLD = 1.25
+
+
+def sticky_share(wanted: Mapping[str, int], current: Mapping[str, int], hold: float = HOLD) -> Pressure:
+    """``wanted / n``, times ``hold`` while ``n`` replicas already run: the stage keeping the largest share of what
+    it asked for gives one up first, and a running replica only for a stage that needs it clearly more."""
+    return lambda name, n: wanted[name] * (hold if n <= current[name] else 1.0) / n
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def decide_pipeline(
     """Each stage's :func:`decide` on its snapshot, then :func:`within_budget` across them.
 
     :param states: per stage, the state of the previous call (absent: ``autoscaler.initial_state()``).
-    :param pressure: which stage the budget cuts first (default :func:`growth_first`).
+    :param pressure: which stage the budget cuts first (default :func:`sticky_share`).
     :returns: per stage, the decision record (a budget cut is its last step and its reason) and the next state.
     """
     records: dict[str, DecisionRecord] = {}
@@ -126,7 +130,7 @@ def decide_pipeline(
         return records, new_states
     limits = [s.limits for s in stages]
     wanted = {name: r.final for name, r in records.items()}
-    kept = within_budget(wanted, limits, max_gpus, pressure or growth_first(wanted, current))
+    kept = within_budget(wanted, limits, max_gpus, pressure or sticky_share(wanted, current))
     used = gpus(wanted, limits)
     for name, n in kept.items():
         if n != wanted[name]:

@@ -84,3 +84,10 @@ def test_while_the_running_fleet_fits_the_budget_refuses_growth_and_sheds_no_run
     records, _ = decide_pipeline(stages, snaps, NOW, {"a": 3, "b": 3}, {}, max_gpus=6)
     assert (records["a"].final, records["b"].final) == (3, 3)  # a's growth is refused; b keeps what runs
     assert records["a"].steps[-1].guard == BUDGET_GUARD and not records["b"].steps
+
+
+def test_a_stage_holding_the_budget_gives_a_running_replica_to_one_that_needs_it_clearly_more():
+    stages = [PipelineStage(n, Autoscaler(FixedPolicy(replicas=4), Behavior(1, 8))) for n in "ab"]
+    snaps = {n: snapshot(10, 1) for n in "ab"}
+    records, _ = decide_pipeline(stages, snaps, NOW, {"a": 4, "b": 1}, {}, max_gpus=5)
+    assert (records["a"].final, records["b"].final) == (3, 2)  # b wanted 4 and had 1: a hands one over
