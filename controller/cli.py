@@ -15,7 +15,8 @@ from typing import Any
 import typer
 
 app = typer.Typer(help="Run the KIScaler controller.", no_args_is_help=True)
-CRD = Path(__file__).resolve().parent / "crd" / "inferenceautoscalers.yaml"  # the chart links to this file
+CRD = Path(__file__).resolve().parent / "crd" / "inferenceautoscalers.yaml"  # the chart copies these files
+PIPELINE_CRD = CRD.with_name("inferencepipelineautoscalers.yaml")
 
 
 class LogFormat(str, enum.Enum):
@@ -175,5 +176,5 @@ def run_command(
 
 @app.command("crd")
 def crd_command() -> None:
-    """Print the InferenceAutoscaler CRD (YAML), e.g. ``kis controller crd | kubectl apply -f -``."""
-    typer.echo(CRD.read_text(), nl=False)
+    """Print the InferenceAutoscaler and InferencePipelineAutoscaler CRDs (YAML), e.g. ``kis controller crd | kubectl apply -f -``."""
+    typer.echo(CRD.read_text() + "---\n" + PIPELINE_CRD.read_text(), nl=False)

@@ -35,6 +35,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from controller.kube import Backoff, TargetState, target_state
+from controller.pipeline_spec import PIPELINE_KIND, PIPELINE_PLURAL
 from controller.spec import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger(__name__)
@@ -242,7 +243,9 @@ def _key(obj: Mapping[str, Any]) -> Key:
 
 
 class KubeCache:
-    """The two informers the reconcile loop reads: InferenceAutoscalers (raw objects) and Deployments (:class:`TargetState`).
+    """The informers the reconcile loop reads: InferenceAutoscalers and InferencePipelineAutoscalers (raw objects)
+    and Deployments (:class:`TargetState`). Without the pipelines' CRD their informer only retries; the loop then
+    lists them (a 404: none).
 
     :param api_client: the official client's ApiClient (its own, so a long watch never holds the loop's connections).
     :param namespace: one namespace, or ``None`` for all.
@@ -255,16 +258,20 @@ class KubeCache:
         rng = rng or np.random.default_rng()
         if namespace:
             list_autoscalers = _bind(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+            list_pipelines = _bind(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PIPELINE_PLURAL)
             list_deployments = _bind(apps.list_namespaced_deployment, namespace)
         else:
             list_autoscalers = _bind(custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            list_pipelines = _bind(custom.list_cluster_custom_object, GROUP, VERSION, PIPELINE_PLURAL)
             list_deployments = _bind(apps.list_deployment_for_all_namespaces)
         options = {"resync_s": resync_s, "watch_timeout_s": watch_timeout_s, "stale_after_s": stale_after_s}
         self.autoscalers: Informer[dict[str, Any]] = Informer("inferenceautoscalers", list_autoscalers, rng=rng, **options)
         self.deployments: Informer[TargetState] = Informer("deployments", list_deployments, transform=target_state, rng=rng, **options)
+        self.pipelines: Informer[dict[str, Any]] = Informer(PIPELINE_PLURAL, list_pipelines, rng=rng,
+                                                            transform=lambda obj: {**obj, "kind": PIPELINE_KIND}, **options)
 
     def __iter__(self) -> Iterator[Informer[Any]]:
-        return iter((self.autoscalers, self.deployments))
+        return iter((self.autoscalers, self.deployments, self.pipelines))
 
     def start(self) -> KubeCache:
         for informer in self:

@@ -30,6 +30,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from controller.pipeline_spec import PIPELINE_KIND, PIPELINE_PLURAL
 from controller.spec import GROUP, KIND, PLURAL, VERSION
 
 T = TypeVar("T")
@@ -171,6 +172,20 @@ class KubeClient:
         self._write(f"patch status of {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
                     GROUP, VERSION, namespace, PLURAL, name, {"status": status})
 
+    # ----------------------------------------------------------- pipelines
+    def list_pipelines(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """InferencePipelineAutoscalers (:class:`TargetMissing` when their CRD is not installed)."""
+        what = f"list {PIPELINE_PLURAL}"
+        if namespace:
+            result = self._call(what, self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PIPELINE_PLURAL)
+        else:
+            result = self._call(what, self.custom.list_cluster_custom_object, GROUP, VERSION, PIPELINE_PLURAL)
+        return [{**item, "kind": PIPELINE_KIND} for item in result.get("items", [])]
+
+    def patch_pipeline_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._write(f"patch status of pipeline {namespace}/{name}", self.custom.patch_namespaced_custom_object_status,
+                    GROUP, VERSION, namespace, PIPELINE_PLURAL, name, {"status": status})
+
     # --------------------------------------------------------- deployments
     def read_scale(self, namespace: str, name: str) -> ScaleState:
         scale = self._call(f"read scale of deployment {namespace}/{name}", self.apps.read_namespaced_deployment_scale, name, namespace)
@@ -231,7 +246,7 @@ class KubeClient:
         body = {  # a core/v1 Event as JSON (the client's model classes would cost more than the request)
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'kis')}.", "namespace": namespace},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": involved.get("kind") or KIND, "name": meta.get("name"), "namespace": namespace, "uid": meta.get("uid")},
             "reason": reason, "message": message[:1024], "type": type_, "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
             "source": {"component": "kis-controller"}, "reportingComponent": "kis-controller",
         }

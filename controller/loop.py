@@ -57,7 +57,9 @@ from controller.policies.learned import LearnedPolicy
 from controller.policies.registry import build_policy
 from controller.policy_store import ArtifactStore, Loaded, Source, source_of
 from controller.prometheus import MetricsUnavailable, TargetQuery
-from controller.spec import AutoscalerSpec, InvalidSpec, parse_autoscaler
+from controller.spec import AutoscalerSpec, InvalidSpec, TargetSpec, parse_autoscaler
+
+PIPELINE_WARN_PREFIX = "pipeline:"  # controller.pipeline_loop.WARN_PREFIX (that module builds on this one)
 
 log = structlog.get_logger(__name__)
 CONDITION_TYPES = ("Ready", "ScalingActive", "AbleToScale", "MetricsAvailable", "PolicyLoaded", "InvalidSpec")
@@ -120,6 +122,23 @@ def target_signals(*autoscalers: Autoscaler | None) -> tuple[tuple[str, ...], di
     return wants, windows
 
 
+def target_snapshot(state: TargetState, raw: Mapping[str, float], now_s: float) -> dict[str, float]:
+    """The metrics snapshot of one target: every signal read (NaN where absent), plus its replicas and the time of day."""
+    snapshot = {name: raw.get(name, math.nan) for name in sig.ALL_SIGNAL_NAMES}
+    snapshot[sig.REPLICAS_DESIRED] = float(state.replicas)
+    snapshot[sig.REPLICAS_READY] = float(state.ready)
+    snapshot[sig.REPLICAS_STARTING] = float(state.starting)
+    snapshot[sig.TIME_OF_DAY_S] = now_s % 86400.0
+    return snapshot
+
+
+def target_query(key: str, target: Target) -> TargetQuery:
+    """What Prometheus is asked for one target: its selector, overrides, windows and the signals its policies read."""
+    spec = target.spec
+    return TargetQuery(key, spec.selector(target.namespace), spec.metric_overrides(), spec.metrics.window_seconds,
+                       spec.metrics.long_window_seconds, *target_signals(target.autoscaler, target.shadow))
+
+
 def with_scale_time(state: AutoscalerState, last_scale_s: float) -> AutoscalerState:
     """``state`` with the guardrails' last scale event set to the one really applied."""
     if state.guard_state.last_scale_s == last_scale_s:
@@ -134,7 +153,7 @@ class Target:
     namespace: str
     name: str
     generation: int
-    spec: AutoscalerSpec
+    spec: TargetSpec
     autoscaler: Autoscaler
     state: AutoscalerState
     policy_loaded: tuple[bool, str]
@@ -198,6 +217,9 @@ class Reconciler:
         self.targets: dict[str, Target] = {}
         self.artifacts = ArtifactStore(kube, artifact_cache or Path(tempfile.gettempdir()) / "kis-artifacts", artifact_refresh_s)
         self._warned: dict[tuple[str, str], str] = {}
+        from controller.pipeline_loop import PipelineReconciler  # it builds on this module
+
+        self.pipelines = PipelineReconciler(self)
 
     # ---------------------------------------------------------------- util
     def _error(self, report: TickReport, kind: str, message: str, **context: Any) -> None:
@@ -227,7 +249,12 @@ class Reconciler:
     def _build(self, obj: Mapping[str, Any], spec: AutoscalerSpec, loaded: Loaded | None, previous: Target | None,
                report: TickReport) -> Target:
         meta = obj["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        return self.build_target(meta["namespace"], meta["name"], int(meta.get("generation", 1)), spec, loaded, previous, report)
+
+    def build_target(self, namespace: str, name: str, generation: int, spec: TargetSpec, loaded: Loaded | None, previous: Target | None,
+                     report: TickReport) -> Target:
+        """The policy, baseline and guardrails of one scale target (an autoscaler's, or a pipeline stage's: ``name`` ``pipeline/stage``)."""
+        mode = getattr(spec, "mode", "active")
         baseline = build_policy(spec.baseline_mapping())
         policy_loaded = (True, "policy ready")
         artifact = None
@@ -250,9 +277,9 @@ class Reconciler:
         autoscaler = Autoscaler(policy, behavior, slo, self.interval_s, baseline=baseline, capacity=capacity,
                                 cold_start_s=spec.cold_start_seconds)
         shadow = Autoscaler(baseline, behavior, slo, self.interval_s, capacity=capacity,
-                            cold_start_s=spec.cold_start_seconds) if spec.mode == "shadow" else None
+                            cold_start_s=spec.cold_start_seconds) if mode == "shadow" else None
         state, shadow_state = autoscaler.initial_state(), shadow.initial_state() if shadow else None
-        target = Target(namespace, name, int(meta.get("generation", 1)), spec, autoscaler, state, policy_loaded, artifact, shadow, shadow_state)
+        target = Target(namespace, name, generation, spec, autoscaler, state, policy_loaded, artifact, shadow, shadow_state)
         if previous is not None:  # a new spec or artifact keeps the guardrails' history and what was last applied
             target.state = dataclasses.replace(state, guard_state=previous.state.guard_state)
             if shadow is not None:
@@ -260,7 +287,7 @@ class Reconciler:
                 target.shadow_state = dataclasses.replace(shadow.initial_state(), guard_state=guard)
             target.last_desired, target.last_scale_s, target.fresh = previous.last_desired, previous.last_scale_s, previous.fresh
         log.info("autoscaler_configured", namespace=namespace, autoscaler=name, generation=target.generation, policy=policy.name,
-                 policy_loaded=policy_loaded[0], mode=spec.mode)
+                 policy_loaded=policy_loaded[0], mode=mode)
         return target
 
     # ---------------------------------------------------------------- tick
@@ -296,13 +323,14 @@ class Reconciler:
             self._resolved(uid, "InvalidSpec")
             live[uid] = (obj, target)
         self._prune(seen)
-        self.artifacts.forget_unused({t.artifact[0] for _, t in live.values() if t.artifact})
+        pipelines = self.pipelines.configure(now_s, report)
+        stages = self.pipelines.stage_targets(pipelines)
+        self.artifacts.forget_unused({t.artifact[0] for _, t in [*live.values(), *stages.values()] if t.artifact})
 
         states = self._read_targets(live, now_s, report)
+        stage_states = self._read_targets(stages, now_s, report, unreadable=self.pipelines.stage_unreadable)
 
-        queries = [TargetQuery(uid, t.spec.selector(t.namespace), t.spec.metric_overrides(), t.spec.metrics.window_seconds,
-                               t.spec.metrics.long_window_seconds, *target_signals(t.autoscaler, t.shadow))
-                   for uid, (_, t) in live.items() if uid in states]
+        queries = [target_query(uid, t) for uid, (_, t) in [*live.items(), *stages.items()] if uid in states or uid in stage_states]
         snapshots: dict[str, dict[str, float]] = {}
         metrics_error = ""
         if queries:
@@ -334,6 +362,15 @@ class Reconciler:
             list(self._pool.map(reconcile, todo))
             order = {live[uid][1].key: i for i, uid in enumerate(todo)}
             report.patched.sort(key=lambda item: order.get(item[0], 0))
+        for uid in pipelines:
+            if self.fence is not None and not self.fence():
+                fenced.append(pipelines[uid][1].key)
+                continue
+            try:
+                self.pipelines.reconcile(uid, pipelines[uid], stage_states, snapshots, metrics_error, now_s, report)
+            except Exception as exc:  # one pipeline never stops the others
+                kind = exc.kind if isinstance(exc, KubeError) else "internal"
+                self._error(report, kind, f"{type(exc).__name__}: {exc}", namespace=pipelines[uid][1].namespace, pipeline=pipelines[uid][1].name)
         if fenced:
             self._error(report, "not_leader", f"this replica no longer holds the leader Lease; {len(fenced)} autoscalers left to the new leader")
         if self.metrics is not None:
@@ -349,8 +386,11 @@ class Reconciler:
             return self.cache.autoscalers.items()
         return self.kube.list_autoscalers(self.namespace)
 
-    def _read_targets(self, live: Mapping[str, tuple[Mapping[str, Any], Target]], now_s: float, report: TickReport) -> dict[str, TargetState]:
-        """Each live target's Deployment state; an unreadable target is reported and left out."""
+    def _read_targets(self, live: Mapping[str, tuple[Mapping[str, Any], Target]], now_s: float, report: TickReport,
+                      unreadable: Callable[..., None] | None = None) -> dict[str, TargetState]:
+        """Each live target's Deployment state; an unreadable target is reported (``unreadable``, default
+        :meth:`_target_unreadable`) and left out."""
+        unreadable = unreadable or self._target_unreadable
         by_namespace: dict[str, list[str]] = {}
         for uid, (_, target) in live.items():
             by_namespace.setdefault(target.namespace, []).append(uid)
@@ -376,7 +416,7 @@ class Reconciler:
                     else:
                         raise TargetMissing(f"read deployment {namespace}/{name}: not found")
                 except KubeError as exc:
-                    self._target_unreadable(obj, uid, target, exc, now_s, report)
+                    unreadable(obj, uid, target, exc, now_s, report)
         return states
 
     def _prune(self, seen: set[str]) -> None:
@@ -388,11 +428,12 @@ class Reconciler:
             if self.status is not None:
                 self.status.forget(gone.namespace, gone.name)
             log.info("autoscaler_removed", namespace=gone.namespace, autoscaler=gone.name)
-        for key in [k for k in self._warned if k[0] not in seen]:
+        for key in [k for k in self._warned if k[0] not in seen and not k[0].startswith(PIPELINE_WARN_PREFIX)]:  # a pipeline's: its own prune
             self._warned.pop(key)
 
     # ------------------------------------------------------- failure paths
-    def _invalid_spec(self, obj: Mapping[str, Any], uid: str, message: str, now_s: float, report: TickReport) -> None:
+    def _invalid_spec(self, obj: Mapping[str, Any], uid: str, message: str, now_s: float, report: TickReport,
+                      patch: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
         meta = obj.get("metadata", {})
         self._error(report, "invalid_spec", message, namespace=meta.get("namespace"), autoscaler=meta.get("name"))
         if "namespace" not in meta or "name" not in meta:
@@ -400,7 +441,8 @@ class Reconciler:
         self._warn(obj, uid, "InvalidSpec", message, now_s)
         updates = {"InvalidSpec": ("True", "InvalidSpec", message), "Ready": ("False", "InvalidSpec", message),
                    "ScalingActive": ("False", "InvalidSpec", "nothing is scaled until the spec is fixed")}
-        self._write_status(obj, meta["namespace"], meta["name"], {"observedGeneration": int(meta.get("generation", 1))}, updates, now_s, report)
+        self._write_status(obj, meta["namespace"], meta["name"], {"observedGeneration": int(meta.get("generation", 1))}, updates, now_s, report,
+                           patch)
 
     def _target_unreadable(self, obj: Mapping[str, Any], uid: str, target: Target, exc: KubeError, now_s: float, report: TickReport) -> None:
         self._error(report, exc.kind, str(exc), namespace=target.namespace, autoscaler=target.name)
@@ -422,11 +464,7 @@ class Reconciler:
             self._event(obj, "ExternalScale", message, now_s)
         if target.fresh:
             self._seed(obj, target, current, now_s)
-        snapshot = {name: raw.get(name, math.nan) for name in sig.ALL_SIGNAL_NAMES}
-        snapshot[sig.REPLICAS_DESIRED] = float(current)
-        snapshot[sig.REPLICAS_READY] = float(current_state.ready)
-        snapshot[sig.REPLICAS_STARTING] = float(current_state.starting)
-        snapshot[sig.TIME_OF_DAY_S] = now_s % 86400.0
+        snapshot = target_snapshot(current_state, raw, now_s)
 
         record, state = self._decide(target.autoscaler, snapshot, now_s, current, target.state)
         report.decisions[target.key] = record
@@ -441,27 +479,9 @@ class Reconciler:
             acted = shadow_record
         else:
             acted = dataclasses.replace(record, final=current, reason=f"ShadowMode: not applied ({record.reason})")
+        target.state = state
+        scaled, scale_error = self.apply(obj, target, acted, current_state, now_s, report)
         desired = acted.final
-        scaled, scale_error = False, ""
-        if desired != current and not self.dry_run:
-            try:
-                self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, desired, current_state.resource_version,
-                                      expected_replicas=current)
-                scaled = True
-            except KubeError as exc:
-                scale_error = str(exc)
-                self._error(report, exc.kind, scale_error, namespace=target.namespace, autoscaler=target.name)
-                self._event(obj, "FailedRescale", f"New size: {desired}; reason: {acted.reason}; error: {scale_error}", now_s, "Warning")
-        if scaled:
-            target.last_scale_s = now_s
-            report.patched.append((target.key, desired))
-            self._event(obj, "SuccessfulRescale", f"New size: {desired} (was {current}); reason: {acted.reason}", now_s)
-            log.info("scaled", namespace=target.namespace, autoscaler=target.name, before=current, after=desired, reason=acted.reason)
-        # The guardrails' cooldown counts from scale events that happened, not from decisions that were not applied.
-        target.state = with_scale_time(state, target.last_scale_s)
-        if target.shadow_state is not None:
-            target.shadow_state = with_scale_time(target.shadow_state, target.last_scale_s)
-        target.last_desired = desired if scaled else current
 
         if self.metrics is not None:
             self.metrics.observe_decision(target.namespace, target.name, acted)
@@ -475,12 +495,44 @@ class Reconciler:
             self.status.record_decision(target.namespace, target.name, record)
         self._report_status(obj, target, record, shadow_record, current, desired, scaled, scale_error, metrics_error, now_s, report)
 
+    def apply(self, obj: Mapping[str, Any], target: Target, acted: DecisionRecord, current_state: TargetState, now_s: float,
+              report: TickReport) -> tuple[bool, str]:
+        """Patch the target's Scale to ``acted.final`` when it changes (never in dry run), with its Event; then the
+        guardrails' state learns the scale time really applied. Returns (scaled, the write's error or "")."""
+        current, desired = current_state.replicas, acted.final
+        scaled, scale_error = False, ""
+        # a pipeline's Events are on the pipeline: they name the stage's Deployment
+        where = f"deployment {target.spec.scale_target_ref.name}: " if "/" in target.name else ""
+        if desired != current and not self.dry_run:
+            try:
+                self.kube.patch_scale(target.namespace, target.spec.scale_target_ref.name, desired, current_state.resource_version,
+                                      expected_replicas=current)
+                scaled = True
+            except KubeError as exc:
+                scale_error = str(exc)
+                self._error(report, exc.kind, scale_error, namespace=target.namespace, autoscaler=target.name)
+                self._event(obj, "FailedRescale", f"{where}New size: {desired}; reason: {acted.reason}; error: {scale_error}", now_s, "Warning")
+        if scaled:
+            target.last_scale_s = now_s
+            report.patched.append((target.key, desired))
+            self._event(obj, "SuccessfulRescale", f"{where}New size: {desired} (was {current}); reason: {acted.reason}", now_s)
+            log.info("scaled", namespace=target.namespace, autoscaler=target.name, before=current, after=desired, reason=acted.reason)
+        # The guardrails' cooldown counts from scale events that happened, not from decisions that were not applied.
+        target.state = with_scale_time(target.state, target.last_scale_s)
+        if target.shadow_state is not None:
+            target.shadow_state = with_scale_time(target.shadow_state, target.last_scale_s)
+        target.last_desired = desired if scaled else current
+        return scaled, scale_error
+
     def _seed(self, obj: Mapping[str, Any], target: Target, current: int, now_s: float) -> None:
         """After a (re)start or a change of leader: rebuild the policy and guardrail state from the
         target's replicas and the history in the autoscaler's status, so no replica is shed."""
         status = obj.get("status") or {}
-        history = status.get("history") if isinstance(status.get("history"), Mapping) else {}
-        last_scale = parse_time(status.get("lastScaleTime"))
+        self.seed(target, status.get("history"), parse_time(status.get("lastScaleTime")), current, now_s)
+
+    def seed(self, target: Target, history: Any, last_scale: float, current: int, now_s: float) -> None:
+        """Seed ``target`` from its status ``history`` (``main``, ``shadow``) and last scale time."""
+        history = history if isinstance(history, Mapping) else {}
         target.state = target.autoscaler.restored_state(history.get("main"), now_s, current, last_scale)
         if target.shadow is not None:
             target.shadow_state = target.shadow.restored_state(history.get("shadow"), now_s, current, last_scale)
@@ -536,13 +588,14 @@ class Reconciler:
         self._write_status(obj, target.namespace, target.name, fields, updates, now_s, report)
 
     def _write_status(self, obj: Mapping[str, Any], namespace: str, name: str, fields: dict[str, Any], updates: Conditions,
-                      now_s: float, report: TickReport) -> None:
+                      now_s: float, report: TickReport, patch: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+        """Merge-patch the status (``patch``: default the InferenceAutoscaler's), only when it changed."""
         old = obj.get("status") or {}
         status = {**fields, "conditions": merge_conditions(old.get("conditions", []), updates, now_s)}
         if status_unchanged(old, status):
             return
         try:
-            self.kube.patch_status(namespace, name, status)
+            (patch or self.kube.patch_status)(namespace, name, status)
             report.status_writes += 1
         except KubeError as exc:
             self._error(report, exc.kind, str(exc), namespace=namespace, autoscaler=name)

@@ -120,15 +120,16 @@ class ScaleToZeroSpec(_Model):
     idle_seconds: float = Field(300.0, ge=0)
 
 
-class AutoscalerSpec(_Model):
+class TargetSpec(_Model):
+    """What one scale target is decided with: an InferenceAutoscaler's spec, or one stage of an
+    InferencePipelineAutoscaler (:mod:`controller.pipeline_spec`)."""
+
     scale_target_ref: ScaleTargetRef
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(ge=1)
     #: seconds a new replica takes to become Ready (the planner forecasts this far ahead)
     cold_start_seconds: float = Field(DEFAULT_COLD_START_S, ge=0)
     capacity: CapacitySpec | None = None
-    mode: Literal["active", "shadow"] = "active"
-    shadow_apply_baseline: bool = False
     policy: PolicySpec
     slo: SloSpec = SloSpec()
     metrics: MetricsSpec = MetricsSpec()
@@ -136,7 +137,7 @@ class AutoscalerSpec(_Model):
     scale_to_zero: ScaleToZeroSpec = ScaleToZeroSpec()
 
     @model_validator(mode="after")
-    def _checks(self) -> AutoscalerSpec:
+    def _checks(self) -> TargetSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
         if self.capacity is None and (self.policy.type == "planner" or (self.policy.baseline and self.policy.baseline.type == "planner")):
@@ -188,6 +189,31 @@ class AutoscalerSpec(_Model):
         return dict(self.metrics.selector) if self.metrics.selector else {"namespace": namespace, "deployment": self.scale_target_ref.name}
 
 
+class AutoscalerSpec(TargetSpec):
+    """``spec`` of an InferenceAutoscaler: one target, optionally in shadow mode."""
+
+    mode: Literal["active", "shadow"] = "active"
+    shadow_apply_baseline: bool = False
+
+
+def problems(exc: ValidationError, prefix: str = "spec") -> str:
+    """A pydantic error as one line, each problem at its field path."""
+    return "; ".join(f"{prefix}.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
+
+
+def check_policies(parsed: TargetSpec, where: str = "spec") -> None:
+    """The policy's and baseline's parameters, as the registry checks them; :class:`InvalidSpec` names the field."""
+    checks = [(f"{where}.policy", parsed.policy_mapping())] if parsed.policy.type != "learned" else []
+    if parsed.policy.baseline is not None:
+        checks.append((f"{where}.policy.baseline", parsed.baseline_mapping()))
+    for at, mapping in checks:
+        try:
+            validate_policy_spec(mapping)
+        except ValueError as exc:  # the registry names fields "policy.<field>"; say where they are in the resource
+            message = re.sub(r"\bpolicy\.", f"{at}.parameters.", str(exc)).replace(f"{at}.parameters.type", f"{at}.type")
+            raise InvalidSpec(message) from exc
+
+
 def parse_autoscaler(obj: Mapping[str, Any]) -> AutoscalerSpec:
     """Validate ``obj["spec"]``; :class:`InvalidSpec` says which field is wrong and why."""
     spec = obj.get("spec")
@@ -196,15 +222,6 @@ def parse_autoscaler(obj: Mapping[str, Any]) -> AutoscalerSpec:
     try:
         parsed = AutoscalerSpec.model_validate(dict(spec))
     except ValidationError as exc:
-        problems = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors())
-        raise InvalidSpec(problems) from exc
-    checks = [("spec.policy", parsed.policy_mapping())] if parsed.policy.type != "learned" else []
-    if parsed.policy.baseline is not None:
-        checks.append(("spec.policy.baseline", parsed.baseline_mapping()))
-    for where, mapping in checks:
-        try:
-            validate_policy_spec(mapping)
-        except ValueError as exc:  # the registry names fields "policy.<field>"; say where they are in the resource
-            message = re.sub(r"\bpolicy\.", f"{where}.parameters.", str(exc)).replace(f"{where}.parameters.type", f"{where}.type")
-            raise InvalidSpec(message) from exc
+        raise InvalidSpec(problems(exc)) from exc
+    check_policies(parsed)
     return parsed

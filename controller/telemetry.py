@@ -22,6 +22,11 @@ kis_controller_scale_events_total           counter    namespace, autoscaler, di
 kis_controller_autoscalers                  gauge      (autoscalers watched)
 kis_controller_last_progress_seconds        gauge      (Unix time of the loop's last progress)
 kis_controller_interval_seconds             gauge      (the reconcile interval)
+kis_controller_pipeline_stage_decisions_total  counter  namespace, pipeline, stage, reason
+kis_controller_pipeline_stage_desired_replicas gauge    namespace, pipeline, stage
+kis_controller_pipeline_stage_current_replicas gauge    namespace, pipeline, stage
+kis_controller_pipeline_budget_cuts_total   counter    namespace, pipeline, stage (the budget cut it)
+kis_controller_pipeline_gpus                gauge      namespace, pipeline, kind (wanted, desired, budget)
 ==========================================  =========  ==================================
 
 The last two make the stalled-loop alert: ``time() - last_progress > 4 * interval``.
@@ -60,6 +65,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "kis_controller_policy_fallbacks_total",
     "kis_controller_last_progress_seconds",
     "kis_controller_interval_seconds",
+    "kis_controller_pipeline_stage_decisions_total",
+    "kis_controller_pipeline_stage_desired_replicas",
+    "kis_controller_pipeline_stage_current_replicas",
+    "kis_controller_pipeline_budget_cuts_total",
+    "kis_controller_pipeline_gpus",
 )
 POLICY_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LOOP_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -102,6 +112,13 @@ class ControllerMetrics:
                                  "its planner (out_of_range: features outside the training range; actor_error).", (*target, "reason"), registry=r)
         self.last_progress = Gauge("kis_controller_last_progress_seconds", "Unix time of the reconcile loop's last progress (a target reconciled, a tick, a standby's pass).", registry=r)
         self.interval = Gauge("kis_controller_interval_seconds", "The reconcile interval.", registry=r)
+        stage = ("namespace", "pipeline", "stage")
+        self.stage_decisions = Counter("kis_controller_pipeline_stage_decisions", "Decisions per pipeline stage, by final reason.", (*stage, "reason"), registry=r)
+        self.stage_desired = Gauge("kis_controller_pipeline_stage_desired_replicas", "Replicas the last decision asked for the stage.", stage, registry=r)
+        self.stage_current = Gauge("kis_controller_pipeline_stage_current_replicas", "Replicas of the stage when the last decision was made.", stage, registry=r)
+        self.budget_cuts = Counter("kis_controller_pipeline_budget_cuts", "Stage decisions the pipeline's shared GPU budget cut.", stage, registry=r)
+        self.pipeline_gpus = Gauge("kis_controller_pipeline_gpus", "GPUs of the pipeline's last decision: wanted by the stages, desired after the "
+                                   "budget, and the budget.", ("namespace", "pipeline", "kind"), registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind=kind)  # export zeros so rate() works from the start
         self._lock = threading.Lock()
@@ -130,6 +147,30 @@ class ControllerMetrics:
         """Count a scale applied to the target (nothing when ``before == after``)."""
         if after != before:
             self._child(self.scale_events, namespace, name, "up" if after > before else "down").inc()
+
+    # -- per pipeline ---------------------------------------------------------
+    def observe_stage(self, namespace: str, pipeline: str, stage: str, record: DecisionRecord, budget_cut: bool) -> None:
+        """One stage's decision (its final reason, desired and current replicas; whether the budget cut it)."""
+        owner = _pipeline_owner(pipeline)
+        self._child(self.stage_decisions, namespace, pipeline, stage, reason_code(record.reason), owner=owner).inc()
+        self._child(self.stage_desired, namespace, pipeline, stage, owner=owner).set(record.final)
+        self._child(self.stage_current, namespace, pipeline, stage, owner=owner).set(record.current_replicas)
+        cuts = self._child(self.budget_cuts, namespace, pipeline, stage, owner=owner)
+        if budget_cut:
+            cuts.inc()
+
+    def set_pipeline_gpus(self, namespace: str, pipeline: str, wanted: int, desired: int, budget: int | None) -> None:
+        owner = _pipeline_owner(pipeline)
+        self._child(self.pipeline_gpus, namespace, pipeline, "wanted", owner=owner).set(wanted)
+        self._child(self.pipeline_gpus, namespace, pipeline, "desired", owner=owner).set(desired)
+        if budget is None:
+            self._drop(self.pipeline_gpus, namespace, pipeline, "budget", owner=owner)
+        else:
+            self._child(self.pipeline_gpus, namespace, pipeline, "budget", owner=owner).set(budget)
+
+    def forget_pipeline(self, namespace: str, pipeline: str) -> None:
+        """Remove every label set of the pipeline ``namespace/pipeline``."""
+        self.forget(namespace, _pipeline_owner(pipeline))
 
     def forget(self, namespace: str, name: str) -> None:
         """Remove every label set of the autoscaler ``namespace/name``."""
@@ -185,14 +226,22 @@ class ControllerMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
     # -- internals -----------------------------------------------------------
-    def _child(self, metric: Counter | Gauge, namespace: str, name: str, *extra: str):  # type: ignore[no-untyped-def]
+    def _child(self, metric: Counter | Gauge, namespace: str, name: str, *extra: str, owner: str | None = None):  # type: ignore[no-untyped-def]
         labels = (namespace, name, *extra)
         with self._lock:
-            self._owned.setdefault((namespace, name), set()).add((metric, labels))
+            self._owned.setdefault((namespace, owner or name), set()).add((metric, labels))
         return metric.labels(*labels)
 
-    def _drop(self, metric: Counter | Gauge, namespace: str, name: str, *extra: str) -> None:
+    def _drop(self, metric: Counter | Gauge, namespace: str, name: str, *extra: str, owner: str | None = None) -> None:
         labels = (namespace, name, *extra)
         with self._lock:
-            self._owned.get((namespace, name), set()).discard((metric, labels))
-        metric.remove(*labels)
+            self._owned.get((namespace, owner or name), set()).discard((metric, labels))
+        try:
+            metric.remove(*labels)
+        except KeyError:
+            pass
+
+
+def _pipeline_owner(pipeline: str) -> str:
+    """The key a pipeline's label sets are kept under (never an autoscaler's name: those have no ``/``)."""
+    return f"pipeline/{pipeline}"

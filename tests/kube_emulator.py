@@ -72,12 +72,13 @@ logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 RESOURCES: dict[str, str] = {
     "deployments": "apps/v1/deployments",
     "inferenceautoscalers": "autoscaling.kis-s.dev/v1alpha1/inferenceautoscalers",
+    "inferencepipelineautoscalers": "autoscaling.kis-s.dev/v1alpha1/inferencepipelineautoscalers",
     "leases": "coordination.k8s.io/v1/leases",
     "events": "v1/events",
     "configmaps": "v1/configmaps",
 }
 #: Resources whose ``status`` is a subresource.
-WITH_STATUS = {("apps", "deployments"), ("autoscaling.kis-s.dev", "inferenceautoscalers")}
+WITH_STATUS = {("apps", "deployments"), ("autoscaling.kis-s.dev", "inferenceautoscalers"), ("autoscaling.kis-s.dev", "inferencepipelineautoscalers")}
 
 
 def _resource(kind: str) -> kmock.resource:

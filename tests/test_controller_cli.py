@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import yaml
 from typer.testing import CliRunner
 
 from controller.cli import CRD
@@ -54,7 +55,9 @@ def test_once_scales(kube, tmp_path):
 
 def test_crd_prints_the_shipped_file():
     result = run("crd")
-    assert result.exit_code == 0 and result.stdout == CRD.read_text()
+    assert result.exit_code == 0 and result.stdout == CRD.read_text() + "---\n" + CRD.with_name("inferencepipelineautoscalers.yaml").read_text()
+    kinds = [doc["spec"]["names"]["kind"] for doc in yaml.safe_load_all(result.stdout)]
+    assert kinds == ["InferenceAutoscaler", "InferencePipelineAutoscaler"]
 
 
 def test_help_and_bad_arguments(tmp_path):

@@ -29,11 +29,14 @@ VARIANTS = {
     "namespaced": ["--set", "controller.watchNamespace=serving"],
     "single": ["--set", "controller.replicas=1", "--set", "controller.leaderElection=false", "--set", "dashboards.enabled=false"],
     "existing-account": ["--set", "serviceAccount.create=false", "--set", "serviceAccount.name=platform-kis"],
+    "pipeline": ["--set", "pipeline.enabled=true"],
 }
 #: (group, resource) -> verbs: what controller/kube.py calls (tests/test_rbac.py records them against the emulator).
 EXPECTED_RULES = {
     ("autoscaling.kis-s.dev", "inferenceautoscalers"): {"list", "watch"},
     ("autoscaling.kis-s.dev", "inferenceautoscalers/status"): {"patch"},
+    ("autoscaling.kis-s.dev", "inferencepipelineautoscalers"): {"list", "watch"},
+    ("autoscaling.kis-s.dev", "inferencepipelineautoscalers/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch"},
     ("apps", "deployments/scale"): {"get", "patch"},
     ("", "events"): {"create"},
@@ -376,3 +379,30 @@ def test_gpu_join_value_becomes_the_controllers_flag(value, flag):
     controller = next(o for o in render(["--set", f"controller.gpuJoin={value}"]) if o["kind"] == "Deployment")
     args = controller["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--gpu-join={flag}" in args and flag in {choice.value for choice in GpuJoin}
+
+
+@pytest.mark.helm
+def test_a_pipeline_of_stub_stages_renders_with_its_pipeline_autoscaler():
+    objects = render(VARIANTS["pipeline"])
+    stages = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["labels"]["app.kubernetes.io/component"] == "pipeline-stage"]
+    (pipeline,) = [o for o in objects if o["kind"] == "InferencePipelineAutoscaler"]
+    assert [s["metadata"]["name"] for s in stages] == [s["scaleTargetRef"]["name"] for s in pipeline["spec"]["stages"]]
+    assert [s["name"] for s in pipeline["spec"]["stages"]] == ["rewrite", "answer"] and pipeline["spec"]["budget"] == {"maxGpus": 8}
+    for dep in stages:
+        assert "replicas" not in dep["spec"]  # the pipeline autoscaler owns them
+        pod = dep["spec"]["template"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert pod["metadata"]["labels"]["app"] == dep["metadata"]["name"]  # the `deployment` label of the default selector
+        service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == dep["metadata"]["name"])
+        assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    args = [d["spec"]["template"]["spec"]["containers"][0]["args"] for d in stages]
+    assert "--gpu=L4" in args[0] and "--model=llama-1b" in args[0] and "--gpu=H100" in args[1]
+    selectors = [tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in stages]
+    assert len(set(selectors)) == len(selectors)  # no stage selects another's pods
+    from controller.pipeline_spec import parse_pipeline
+
+    assert parse_pipeline(pipeline).budget.max_gpus == 8  # what the controller will read
+    unbounded = render(["--set", "pipeline.enabled=true", "--set", "pipeline.maxGpus=null"])
+    assert "budget" not in next(o for o in unbounded if o["kind"] == "InferencePipelineAutoscaler")["spec"]
+    bad = run_helm("template", "kis", str(CHART), "--set", "pipeline.enabled=true", "--set", "pipeline.stages[0].name=Bad_Name")
+    assert bad.returncode != 0 and "name" in bad.stderr

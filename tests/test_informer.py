@@ -34,7 +34,7 @@ def cache(kube) -> Iterator[KubeCache]:
         made = KubeCache(kube.api_client(), options.pop("namespace", None), **options).start()
         caches.append(made)
         assert made.wait_synced(10)
-        eventually(lambda: kube.open_watches >= 2 * len(caches), what="the watches open")  # so none opens during the test's requests
+        eventually(lambda: kube.open_watches >= 3 * len(caches), what="the watches open")  # so none opens during the test's requests
         return made
 
     yield make  # type: ignore[misc]

@@ -43,16 +43,19 @@ def test_the_controller_uses_exactly_what_the_chart_grants(kube):
                             "binaryData": {"policy.onnx": base64.b64encode((SHIPPED / "policy.onnx").read_bytes()).decode()}})
     kube.put("inferenceautoscalers", autoscaler("a", "a"))
     kube.put("inferenceautoscalers", autoscaler("b", "b", policy={"type": "learned", "artifact": {"configMap": {"name": "policy"}}}))
+    kube.put("deployments", deployment("p-embed", 2))
+    kube.put("inferencepipelineautoscalers", {"metadata": {"name": "p", "namespace": NS}, "spec": {"stages": [
+        {"name": "embed", "scaleTargetRef": {"name": "p-embed"}, "maxReplicas": 4, "policy": {"type": "fixed", "parameters": {"replicas": 3}}}]}})
     # the running controller: informers, a tick that scales and reports, a conflict re-read
     cache = KubeCache(kube.api_client(), rng=np.random.default_rng(0)).start()
     try:
         assert cache.wait_synced(10)
         deadline = time.monotonic() + 10
-        while kube.open_watches < 2 and time.monotonic() < deadline:
+        while kube.open_watches < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         kube.inject("PATCH", r"/deployments/a/scale$", 409, times=1)
         report = reconciler(kube, cache=cache).tick(NOW)
-        assert report.patched and report.status_writes == 2
+        assert report.patched and report.status_writes == 3
     finally:
         cache.stop()
     # `kis controller run --once` reads without informers

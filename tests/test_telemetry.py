@@ -27,7 +27,7 @@ def test_exposition_declares_exactly_the_controller_metrics() -> None:
     text = ControllerMetrics().exposition()[0].decode()
     declared = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert {n for n in declared if not n.endswith("_created")} == set(METRIC_NAMES)
-    assert len(METRIC_NAMES) == 14
+    assert len(METRIC_NAMES) == 19
 
 
 def test_decision_sets_gauges_and_counts_by_reason_code() -> None:

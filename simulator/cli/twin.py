@@ -23,9 +23,15 @@ def twin_command(
     max_replicas: int = typer.Option(6, "--max-replicas"),
     startup_delay: float = typer.Option(3.0, "--startup-delay", help="Model load of a new replica, seconds."),
     out: Path = typer.Option(Path("out/twin"), "--out"),
+    pipeline: str = typer.Option("", "--pipeline", help="A pipeline (built-in rag, speech, disagg, or a YAML file): one stub Deployment "
+                                 "per stage, requests pass through them in order, one InferencePipelineAutoscaler scales them jointly."),
+    budget: int = typer.Option(0, "--budget", help="With --pipeline: the GPUs the stages share (0: no budget)."),
 ) -> None:
     """Run the whole autoscaling loop on this machine: a load spike makes the controller scale the stub replicas up and back down."""
     if ctx.invoked_subcommand is not None:
+        return
+    if pipeline:
+        _pipeline_twin(pipeline, budget, max_replicas, startup_delay, drain, spike_args=(duration, base_rate, peak_rate, spike_start, spike_length))
         return
     from rich.live import Live
     from rich.table import Table
@@ -56,6 +62,36 @@ def twin_command(
     report = write_twin_report(result, out)
     console.print(report.read_text().split("![twin]")[0])
     console.print(f"report: {report}")
+
+
+def _pipeline_twin(name: str, budget: int, max_replicas: int, startup_delay: float, drain: float, spike_args: tuple) -> None:
+    """``kis twin --pipeline``: the pipeline's closed loop, then a table per stage."""
+    from rich.table import Table
+
+    from simulator.pipeline.spec import PipelineSpecError, resolve_pipeline
+    from simulator.twin.pipeline import TwinPipelineConfig, run_twin_pipeline, stages_of
+    from simulator.twin.run import spike
+
+    try:
+        spec = resolve_pipeline(name)
+        config = TwinPipelineConfig(stages_of(spec, max_replicas), name=spec.name, max_gpus=budget or None, startup_delay_s=startup_delay,
+                                    drain_s=drain)
+        err_console.print(f"[dim]pipeline {spec.name}: {', '.join(s.name for s in config.stages)}; running the closed loop...[/dim]")
+        result = run_twin_pipeline(spike(*spike_args), config)
+    except (PipelineSpecError, RuntimeError) as exc:
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    table = Table(title=f"kis twin --pipeline {spec.name}" + (f" (budget {budget} GPUs)" if budget else ""))
+    for column in ("stage", "max desired", "max ready", "final desired", "budget cuts"):
+        table.add_column(column, justify="right")
+    for stage, points in result.timeline.items():
+        cuts = sum(1 for _, s, text in result.decisions if s == stage and "BudgetLimit" in text)
+        table.add_row(stage, str(max(d for _, d, _ in points)), str(max(r for _, _, r in points)), str(points[-1][1]), str(cuts))
+    console.print(table)
+    lost = sum(1 for r in result.requests if not r.ok)
+    console.print(f"requests: {len(result.requests)}, failed: {lost}")
+    if lost:
+        raise typer.Exit(1)
 
 
 @app.command("soak")

@@ -2,7 +2,8 @@
 
 A controller has a ``name``, ``initial_state()`` and ``decide(snapshot, state) ->
 (PipelineDecision, state)``; it does no I/O. :func:`bound` applies each
-stage's replica bounds and the shared GPU budget. The per-stage HPA and KPA,
+stage's replica bounds and the shared GPU budget, through the controller's
+own budget step (:func:`controller.pipeline.within_budget`). The per-stage HPA and KPA,
 and the per-stage guardrails of joint controllers, are in
 :mod:`simulator.pipeline.stagewise`.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from controller.forecast import Holt, HoltState
+from controller.pipeline import Pressure, StageLimits, within_budget
 from simulator.pipeline.snapshot import PipelineSnapshot
 
 
@@ -42,20 +44,23 @@ class PipelineController(Protocol):
     def decide(self, snapshot: PipelineSnapshot, state: Any) -> tuple[PipelineDecision, Any]: ...
 
 
+def stage_limits(snapshot: PipelineSnapshot) -> list[StageLimits]:
+    """Each stage's replica bounds (one GPU per replica), as :func:`controller.pipeline.within_budget` reads them."""
+    return [StageLimits(s.name, s.min_replicas, s.max_replicas) for s in snapshot.stages]
+
+
+def load_pressure(snapshot: PipelineSnapshot) -> Pressure:
+    """A stage's arrival rate over what ``n`` of its replicas serve: the stage furthest below full utilisation gives up first."""
+    stages = {s.name: s for s in snapshot.stages}
+    return lambda name, n: stages[name].arrival_rate / (n * stages[name].capacity_rps)
+
+
 def bound(replicas: Mapping[str, int], snapshot: PipelineSnapshot, budget: int | None = None) -> dict[str, int]:
-    """``replicas`` within each stage's ``[min, max]`` and, with a ``budget``, at most that many in total:
-    the stages furthest below full utilisation give up replicas first (never below their minimum)."""
-    out = {s.name: min(s.max_replicas, max(s.min_replicas, int(replicas.get(s.name, s.desired)))) for s in snapshot.stages}
-    if budget is None:
-        return out
-    while sum(out.values()) > budget:
-        shrinkable = [s for s in snapshot.stages if out[s.name] > s.min_replicas]
-        if not shrinkable:
-            break
-        # the stage whose load per asked-for replica is lowest gives one up
-        victim = min(shrinkable, key=lambda s: (s.arrival_rate / (out[s.name] * s.capacity_rps), s.name))
-        out[victim.name] -= 1
-    return out
+    """``replicas`` (a stage left out: its current count) within each stage's ``[min, max]`` and, with a ``budget``,
+    at most that many in total (:func:`controller.pipeline.within_budget`, the controller's own budget step,
+    with :func:`load_pressure`)."""
+    wanted = {s.name: int(replicas.get(s.name, s.desired)) for s in snapshot.stages}
+    return within_budget(wanted, stage_limits(snapshot), budget, load_pressure(snapshot))
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ pipeline is several Deployments, so here each stage has its own ``Autoscaler`` (
 policy, and a :class:`~controller.guardrails.Behavior` with the stage's
 ``[min_replicas, max_replicas]``) and its own ``AutoscalerState``, and every stage
 decision is one ``decide`` call on that stage's metrics snapshot, in the signal names of
-:mod:`controller.signals` (:func:`stage_signals`). The shared GPU budget
-(:func:`~simulator.pipeline.controllers.bound`) is applied afterwards, across the
-stages: what a pipeline autoscaler with a ``stages`` list does after deciding each of
-its stages through the same path.
+:mod:`controller.signals` (:func:`stage_signals`). The shared GPU budget is applied
+afterwards, across the stages: :func:`controller.pipeline.decide_pipeline`, the very
+step the controller takes for an InferencePipelineAutoscaler.
 
 - :class:`PerStage`: per-stage rules, what users run today: one HPA per stage
   (:func:`stage_hpa`, :class:`controller.policies.hpa.HpaPolicy` on the stage's
@@ -18,7 +17,8 @@ its stages through the same path.
 - :class:`Guarded`: controllers that propose joint replica counts (the planner, the
   in-context controller, PPO) pass each stage's proposal through that stage's
   guardrails (:func:`controller.guardrails.apply_guardrails`, the pure step ``decide``
-  uses) and then the budget; no second copy of the bounding logic.
+  uses) and then the budget (:func:`controller.pipeline.within_budget`); no second
+  copy of the bounding logic.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller import signals as sig
-from controller.autoscaling import Autoscaler, AutoscalerState, decide
+from controller.autoscaling import Autoscaler, AutoscalerState
 from controller.decision import Proposal
 from controller.guardrails import Behavior, GuardState, apply_guardrails, first_state
+from controller.pipeline import PipelineStage, decide_pipeline
 from controller.policies.base import Policy
 from controller.policies.hpa import HpaPolicy
 from controller.policies.kpa import KpaPolicy
-from simulator.pipeline.controllers import PipelineController, PipelineDecision, bound
+from simulator.pipeline.controllers import PipelineController, PipelineDecision, bound, load_pressure
 from simulator.pipeline.snapshot import PipelineSnapshot, StageSnapshot
 
 
@@ -103,15 +104,13 @@ class PerStage:
         return {}
 
     def decide(self, snapshot: PipelineSnapshot, state: dict[str, AutoscalerState]) -> tuple[PipelineDecision, dict[str, AutoscalerState]]:
-        replicas, reasons, records, new_state = {}, [], {}, dict(state)
-        for s in snapshot.stages:
-            autoscaler = self.autoscaler(s)
-            previous = state.get(s.name) or autoscaler.initial_state()
-            record, new_state[s.name] = decide(autoscaler, stage_signals(snapshot, s.name), snapshot.time_s, s.desired, previous)
-            replicas[s.name] = record.final
-            reasons.append(f"{s.name}: {record.reason}")
-            records[s.name] = {"proposal": record.proposal, "final": record.final, "reason": record.reason, "stale": record.stale}
-        return PipelineDecision(bound(replicas, snapshot, self.budget), tuple(reasons), {"stages": records}), new_state
+        stages = [PipelineStage(s.name, self.autoscaler(s)) for s in snapshot.stages]
+        signals = {s.name: stage_signals(snapshot, s.name) for s in snapshot.stages}
+        records, new_state = decide_pipeline(stages, signals, snapshot.time_s, snapshot.replicas, state, self.budget, load_pressure(snapshot))
+        new_state = {**state, **new_state}
+        reasons = tuple(f"{name}: {r.reason}" for name, r in records.items())
+        summary = {name: {"proposal": r.proposal, "final": r.final, "reason": r.reason, "stale": r.stale} for name, r in records.items()}
+        return PipelineDecision({name: r.final for name, r in records.items()}, reasons, {"stages": summary}), new_state
 
 
 def stage_hpa(target: float = 0.7, interval_s: float = 15.0, budget: int | None = None) -> PerStage:

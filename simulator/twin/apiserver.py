@@ -130,7 +130,7 @@ class Write:
     holders: dict[str, str | None]  # "namespace/name" of each Lease -> its holderIdentity
 
 
-WATCHED = ("deployments", "inferenceautoscalers", "configmaps")
+WATCHED = ("deployments", "inferenceautoscalers", "inferencepipelineautoscalers", "configmaps")
 
 class KubeEmulator:
     """Objects by (kind, namespace, name); ``requests`` logs (method, path) for assertions."""
@@ -298,17 +298,27 @@ class KubeEmulator:
         def list_autoscalers(ns: str, request: Request):
             return emu._list_or_watch(request, "inferenceautoscalers", ns, "autoscaling.kis-s.dev/v1alpha1", "InferenceAutoscalerList")
 
-        @app.patch(CR + "/namespaces/{ns}/inferenceautoscalers/{name}/status")
-        async def patch_autoscaler_status(ns: str, name: str, request: Request):
+        @app.get(f"{CR}/inferencepipelineautoscalers")
+        def list_all_pipelines(request: Request):
+            return emu._list_or_watch(request, "inferencepipelineautoscalers", None, "autoscaling.kis-s.dev/v1alpha1", "InferencePipelineAutoscalerList")
+
+        @app.get(CR + "/namespaces/{ns}/inferencepipelineautoscalers")
+        def list_pipelines(ns: str, request: Request):
+            return emu._list_or_watch(request, "inferencepipelineautoscalers", ns, "autoscaling.kis-s.dev/v1alpha1", "InferencePipelineAutoscalerList")
+
+        @app.patch(CR + "/namespaces/{ns}/{plural}/{name}/status")
+        async def patch_autoscaler_status(ns: str, plural: str, name: str, request: Request):
+            if plural not in ("inferenceautoscalers", "inferencepipelineautoscalers"):
+                return missing(plural, name)
             body = await request.json()
             with emu._lock:
-                obj = emu.objects.get(("inferenceautoscalers", ns, name))
+                obj = emu.objects.get((plural, ns, name))
                 if obj is None:
-                    return missing("inferenceautoscalers", name)
+                    return missing(plural, name)
                 if (c := conflict(obj, body)) is not None:
                     return c
                 merge_patch(obj.setdefault("status", {}), body.get("status") or {})
-                emu._changed("inferenceautoscalers", "MODIFIED", emu._bump(obj))
+                emu._changed(plural, "MODIFIED", emu._bump(obj))
                 emu._audit(request, "status", ns, name)
                 return copy.deepcopy(obj)
 

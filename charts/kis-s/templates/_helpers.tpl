@@ -102,3 +102,7 @@ seccompProfile:
 {{- fail (printf "controller.replicas=%d needs controller.leaderElection=true: without it every replica would scale the targets" (int .Values.controller.replicas)) }}
 {{- end }}
 {{- end }}
+
+{{- define "kis-s.pipelineName" -}}
+{{- default (printf "%s-pipeline" (include "kis-s.fullname" .)) .Values.pipeline.name }}
+{{- end }}
