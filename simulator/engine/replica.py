@@ -27,7 +27,7 @@ from heapq import heappop, heappush
 from typing import NamedTuple
 
 from simulator.engine.metrics import MetricSink
-from simulator.profiles.latency import IterationTimeModel
+from simulator.profiles.latency import IterationTimeModel, decode_time
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,9 @@ class ReplicaEngine:
         self._seq = 0
         self._decode_context = 0
         self._reserved = 0
-        # The last decode-only iteration time asked of the model, by (batch, context): the finish
-        # bound and the next decode run often ask the same question.
-        self._decode_n = self._decode_at = -1
-        self._decode_ms = 0.0
+        # Decode-only iteration time (ms) as a function of the context, for a batch of _decode_n.
+        self._decode_n = 0
+        self._decode_time = decode_time(model, 0)
 
     # ----------------------------------------------------------------- state
     @property
@@ -230,11 +229,10 @@ class ReplicaEngine:
         if self._prefilling or (self._waiting and not decoding):
             self.finish_bound_s = self.clock
         elif decoding:
-            n, context = len(decoding), self._decode_context
-            if n != self._decode_n or context != self._decode_at:
-                self._decode_ms = self.model.iteration_ms(0, 0.0, n, context)
-                self._decode_n, self._decode_at = n, context
-            self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_ms / 1000.0
+            n = len(decoding)
+            if n != self._decode_n:
+                self._decode_n, self._decode_time = n, decode_time(self.model, n)
+            self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_time(self._decode_context) / 1000.0
         else:
             self.finish_bound_s = _INF
 
@@ -259,6 +257,7 @@ class ReplicaEngine:
         finish = self._finish
         inf, ceil = _INF, math.ceil
         clock, step, context, busy = self.clock, self._step, self._decode_context, self.busy_s
+        decode_n, decode_ms = self._decode_n, self._decode_time
         while clock < horizon:
             # Admission: FIFO while the batch has room and the KV cache can hold the final context.
             if waiting:
@@ -325,16 +324,15 @@ class ReplicaEngine:
             elif decoding:
                 # A macro step of identical decode iterations, timed at the run's mean context.
                 n = len(decoding)
+                if n != decode_n:
+                    decode_n, decode_ms = n, decode_time(self.model, n)
                 steps = decoding[0][0] - step
-                if n == self._decode_n and context == self._decode_at:
-                    first = self._decode_ms / 1000.0
-                else:
-                    first = iteration_ms(0, 0.0, n, context) / 1000.0
+                first = decode_ms(context) / 1000.0
                 if horizon < inf:
                     more = ceil((horizon - clock) / first)
                     if more < steps:
                         steps = more if more > 1 else 1
-                dt = first if steps == 1 else iteration_ms(0, 0.0, n, context + n * (steps - 1) / 2.0) / 1000.0
+                dt = first if steps == 1 else decode_ms(context + n * (steps - 1) / 2.0) / 1000.0
                 duration = steps * dt
                 clock += duration
                 busy += duration
@@ -351,6 +349,7 @@ class ReplicaEngine:
                     clock = horizon
                 break
         self.clock, self._step, self._decode_context, self.busy_s = clock, step, context, busy
+        self._decode_n, self._decode_time = decode_n, decode_ms
 
     def _finish(self, request: _Request, now: float) -> None:
         self._active.pop(request.rid, None)
