@@ -357,8 +357,8 @@ class ReplicaEngine:
         self._reserved -= tokens
         self.outstanding_tokens -= tokens
         self.num_outstanding -= 1
-        arrival, first, output = request.arrival, request.first_token, request.output
-        self.finished.append(_new_finished(FinishedRequest, (request.rid, arrival, request.admitted, first, now, request.prompt, output)))
+        done = _new_finished(FinishedRequest, (request.rid, request.arrival, request.admitted, request.first_token, now, request.prompt,
+                                               request.output))
+        self.finished.append(done)
+        self.sink.add_finished(done)
         self.last_finish_s = now
-        tpot = (now - first) / (output - 1) if output > 1 else 0.0
-        self.sink.observe_request(first - arrival, tpot, now - arrival, request.admitted - arrival, output)
