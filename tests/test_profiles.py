@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from simulator.cli.main import app
 from simulator.profiles import default_calibration, default_latency_model, get_engine, get_gpu, load_calibration, load_shape
 from simulator.profiles.calibrate import MODEL_ERROR, calibrate, leave_one_out
-from simulator.profiles.latency import decode_time
+from simulator.profiles.latency import decode_times
 from simulator.profiles.measured import MeasuredProfile, ProfilePoint, load_profile
 from simulator.profiles.roofline import CalibrationParams, SpecLatencyModel
 from tests.trajectory import PinnedLatency
@@ -130,7 +130,7 @@ def test_decode_time_is_the_decode_iteration_bit_for_bit(i, batch, context, half
     model = MODELS[i]
     c = context + 0.5 if half else context  # the engine asks at integer contexts and at a run's mean
     assert model.decode_time(batch)(c) == model.iteration_ms(0, 0.0, batch, c)
-    assert decode_time(PinnedLatency(1.3), batch)(c) == PinnedLatency(1.3).iteration_ms(0, 0.0, batch, c)
+    assert decode_times(PinnedLatency(1.3))(batch)(c) == PinnedLatency(1.3).iteration_ms(0, 0.0, batch, c)
 
 
 def test_terms_add_up_to_the_iteration():

@@ -27,7 +27,7 @@ from heapq import heappop, heappush
 from typing import NamedTuple
 
 from simulator.engine.metrics import MetricSink
-from simulator.profiles.latency import IterationTimeModel, decode_time
+from simulator.profiles.latency import IterationTimeModel, decode_times
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,10 @@ class ReplicaEngine:
         self._seq = 0
         self._decode_context = 0
         self._reserved = 0
-        # Decode-only iteration time (ms) as a function of the context, for a batch of _decode_n.
+        # Decode-only iteration time (ms) as a function of the context, by batch; the one for _decode_n.
+        self._decode_for = decode_times(model)
         self._decode_n = 0
-        self._decode_time = decode_time(model, 0)
+        self._decode_time = self._decode_for(0)
 
     # ----------------------------------------------------------------- state
     @property
@@ -231,7 +232,7 @@ class ReplicaEngine:
         elif decoding:
             n = len(decoding)
             if n != self._decode_n:
-                self._decode_n, self._decode_time = n, decode_time(self.model, n)
+                self._decode_n, self._decode_time = n, self._decode_for(n)
             self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_time(self._decode_context) / 1000.0
         else:
             self.finish_bound_s = _INF
@@ -257,7 +258,7 @@ class ReplicaEngine:
         finish = self._finish
         inf, ceil = _INF, math.ceil
         clock, step, context, busy = self.clock, self._step, self._decode_context, self.busy_s
-        decode_n, decode_ms = self._decode_n, self._decode_time
+        decode_for, decode_n, decode_ms = self._decode_for, self._decode_n, self._decode_time
         while clock < horizon:
             # Admission: FIFO while the batch has room and the KV cache can hold the final context.
             if waiting:
@@ -325,7 +326,7 @@ class ReplicaEngine:
                 # A macro step of identical decode iterations, timed at the run's mean context.
                 n = len(decoding)
                 if n != decode_n:
-                    decode_n, decode_ms = n, decode_time(self.model, n)
+                    decode_n, decode_ms = n, decode_for(n)
                 steps = decoding[0][0] - step
                 first = decode_ms(context) / 1000.0
                 if horizon < inf:

@@ -32,12 +32,12 @@ class IterationTimeModel(Protocol):
         ...
 
 
-def decode_time(model: IterationTimeModel, batch: int) -> Callable[[float], float]:
-    """``model.iteration_ms(0, 0.0, batch, c)`` as a function of the decode context ``c``.
+def decode_times(model: IterationTimeModel) -> Callable[[int], Callable[[float], float]]:
+    """``batch -> (c -> model.iteration_ms(0, 0.0, batch, c))``: decode-only iteration time by batch size.
 
-    A model may offer a cheaper function with the same results bit for bit
+    A model may offer cheaper functions with the same results bit for bit
     (its own ``decode_time(batch)``, e.g. :class:`~simulator.profiles.roofline.SpecLatencyModel`);
-    the engine's decode runs call it most.
+    the engine's decode runs call them most.
     """
     own = getattr(model, "decode_time", None)
-    return own(batch) if own is not None else partial(model.iteration_ms, 0, 0.0, batch)
+    return own if own is not None else lambda batch: partial(model.iteration_ms, 0, 0.0, batch)
