@@ -270,7 +270,8 @@ class ReplicaEngine:
                         break
                     waiting.popleft()
                     self._reserved += need
-                    request.admitted = max(clock, request.arrival)
+                    arrival = request.arrival
+                    request.admitted = arrival if arrival > clock else clock  # max(clock, arrival)
                     prefilling.append(request)
                     running += 1
             if prefilling:
@@ -284,7 +285,9 @@ class ReplicaEngine:
                 for request in prefilling:
                     seqs += 1
                     prefilled = request.prefilled
-                    chunk = min(request.prompt - prefilled, budget)
+                    chunk = request.prompt - prefilled
+                    if chunk > budget:
+                        chunk = budget
                     prefill_context += chunk * prefilled + chunk * (chunk + 1) / 2
                     prefilled += chunk
                     request.prefilled = prefilled
