@@ -279,15 +279,14 @@ class AutoscaleEnv(gym.Env):
         SLO on an idle replica (:func:`simulator.engine.isolated.feasible`): the misses scaling could avoid."""
         cluster = self._cluster
         assert cluster is not None
-        slo, ok = self.slo, self._feasible
+        ok, ttft_s, tpot_s = self._feasible, self.slo.ttft_s, self.slo.tpot_s
         misses = counted = 0
-        new = cluster.finished[self._counted :]
-        for f in new:
-            if not ok[f.rid]:
+        for rid, arrival, _, first, finish, _, output in cluster.finished[self._counted :]:  # FinishedRequest's fields
+            if not ok[rid]:
                 continue
             counted += 1
-            tpot = (f.finish_s - f.first_token_s) / (f.output_tokens - 1) if f.output_tokens > 1 else 0.0
-            if f.first_token_s - f.arrival_s > slo.ttft_s or tpot > slo.tpot_s:
+            tpot = (finish - first) / (output - 1) if output > 1 else 0.0
+            if first - arrival > ttft_s or tpot > tpot_s:
                 misses += 1
         self._counted = len(cluster.finished)
         return misses, counted
@@ -327,7 +326,8 @@ class AutoscaleEnv(gym.Env):
         self._state = self.autoscaler.initial_state()
         self._cluster = build_cluster(config, workload, initial_replicas=initial, rng=rng, pools=pools,
                                       windows=policy_windows(self.policy))
-        self._feasible = feasible(pools[0].model, pools[0].engine, self.slo, workload.prompt_tokens, workload.output_tokens)
+        # per request, read one at a time: a Python list
+        self._feasible = feasible(pools[0].model, pools[0].engine, self.slo, workload.prompt_tokens, workload.output_tokens).tolist()
         self._t = min(self.interval_s, workload.duration_s)
         self._cluster.run_until(self._t)
         self.last_snapshot = self._cluster.snapshot()
