@@ -36,7 +36,10 @@ def feasible(model: IterationTimeModel, engine: EngineConfig, slo: SLO, prompt_t
     """Per request: could it meet ``slo`` on an idle replica (and fit the KV cache at all)?"""
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
-    times = _TIMES.setdefault(model, {})
+    try:
+        times = _TIMES.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced or hashed: nothing kept
+        times = {}
     budget = engine.max_batched_tokens
     unique, inverse = np.unique(prompts, return_inverse=True)
     ttft = np.array([_known(times, (budget, p), lambda p=p: isolated_ttft_s(model, engine, p)) for p in unique.tolist()])[inverse]
