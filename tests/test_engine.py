@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from controller import signals as sig
 from simulator.engine.capacity import GIB, kv_capacity_tokens
+from simulator.engine.metrics import MetricSink
 from simulator.engine.replica import EngineConfig, ReplicaEngine
 from tests.toy import AffineLatency, poisson_workload
 
@@ -116,6 +117,20 @@ def test_metrics_count_every_token_once(prompts, outputs, gaps):
     assert sink.request_success == len(prompts)
     assert sink.histograms[sig.TTFT_HIST].count == len(prompts)
     assert sink.busy_seconds == pytest.approx(engine.busy_s)
+
+
+def test_finished_requests_reach_the_histograms_as_one_observation_each():
+    """The sink observes handed-over requests when read, in order: the same floats as observing each at once."""
+    engine = ReplicaEngine(AffineLatency(), EngineConfig(kv_capacity_tokens=40_000, max_num_seqs=8, max_batched_tokens=512))
+    replay(engine, poisson_workload(rate=20.0, duration=30.0, seed=4))
+    engine.drain()
+    one_by_one = MetricSink()
+    for f in engine.finished:
+        one_by_one.observe_request(f.ttft_s, f.tpot_s, f.e2e_s, f.queue_s, f.output_tokens)
+    assert one_by_one.request_success == engine.sink.request_success == len(engine.finished)
+    for name, h in one_by_one.histograms.items():
+        got = engine.sink.histograms[name]
+        assert (got.counts, got.total, got.count) == (h.counts, h.total, h.count), name
 
 
 def test_chunked_prefill_splits_long_prompts():

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from simulator.cli.main import app
 from simulator.profiles import default_calibration, default_latency_model, get_engine, get_gpu, load_calibration, load_shape
 from simulator.profiles.calibrate import MODEL_ERROR, calibrate, leave_one_out
+from simulator.profiles.latency import decode_times
 from simulator.profiles.measured import MeasuredProfile, ProfilePoint, load_profile
 from simulator.profiles.roofline import CalibrationParams, SpecLatencyModel
+from tests.trajectory import PinnedLatency
 
 runner = CliRunner()
 H100 = get_gpu("H100")
@@ -119,6 +121,16 @@ def test_iteration_time_is_monotone_and_affine_in_decode_context(i, p, c, d, k):
     mid = model.iteration_ms(p, c, d, k + 500)
     floor = model.terms(p, c, d, k)["host_floor"]
     assert mid - base == pytest.approx(model.iteration_ms(p, c, d, k + 1000) - mid, rel=1e-6, abs=1e-9) or base <= floor
+
+
+@settings(max_examples=200, deadline=None)
+@given(i=st.integers(0, len(MODELS) - 1), batch=st.integers(0, 512), context=st.integers(0, 10**7), half=st.booleans())
+def test_decode_time_is_the_decode_iteration_bit_for_bit(i, batch, context, half):
+    """The engine's decode runs use decode_time; trajectories stay identical only if every bit agrees."""
+    model = MODELS[i]
+    c = context + 0.5 if half else context  # the engine asks at integer contexts and at a run's mean
+    assert model.decode_time(batch)(c) == model.iteration_ms(0, 0.0, batch, c)
+    assert decode_times(PinnedLatency(1.3))(batch)(c) == PinnedLatency(1.3).iteration_ms(0, 0.0, batch, c)
 
 
 def test_terms_add_up_to_the_iteration():

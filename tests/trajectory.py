@@ -10,6 +10,13 @@ generator). What is recorded: every snapshot value and cluster counter per
 tick, and every finished request's timeline in the order the cluster
 produced it.
 
+The spec-based (roofline) model the simulator serves with has its own
+scenarios, with its calibration written out (:data:`PINNED_CALIBRATION`), and
+one ``kis/Autoscale-v0`` episode (:data:`ENV_EPISODE`) records what the agent
+sees: every observation, reward and step info. That episode also goes
+through the planner and the guardrails, so a change to the controller's
+decisions changes it too.
+
 Record the reference (only when the simulation's behaviour is meant to change):
 
     .venv/bin/python -m tests.trajectory --record
@@ -26,6 +33,7 @@ import numpy as np
 from simulator.cluster.cluster import Cluster, PoolRuntime
 from simulator.cluster.config import ClusterConfig, NodePool, PodLifecycle
 from simulator.engine.replica import EngineConfig
+from simulator.profiles.roofline import CalibrationParams, SpecLatencyModel
 from simulator.workloads.workload import Workload
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -63,6 +71,27 @@ class PinnedLatency:
         return self.iteration_ms(0, 0.0, batch, float(batch * context_len))
 
 
+#: The roofline model's calibration as shipped when the references were recorded (a refit must not move them).
+PINNED_CALIBRATION = CalibrationParams(compute_eff=0.7381894782273076, memory_eff=0.8189388790265097, attention_compute_eff=0.3609262058348622,
+                                       attention_memory_eff=0.11189999074084345, kernel_us=2.160165906903113, host_kernel_us=33.34136067530895)
+
+
+def roofline(timing: str = "kernel", engine: str = "paged") -> SpecLatencyModel:
+    """The spec-based model of an H100 serving llama-8b, with :data:`PINNED_CALIBRATION`."""
+    from simulator.profiles import get_gpu, load_shape
+
+    return SpecLatencyModel(get_gpu("H100"), load_shape("llama-8b"), PINNED_CALIBRATION, engine=engine, timing=timing)
+
+
+def latency_model(kind: str, slow: float):
+    """``pinned`` (:class:`PinnedLatency`, ``slow`` times slower) or ``roofline-TIMING-ENGINE`` (one speed only)."""
+    if kind == "pinned":
+        return PinnedLatency(slow)
+    _, timing, engine = kind.split("-")
+    assert slow == 1.0, "the roofline scenarios run at one speed"
+    return roofline(timing, engine)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A workload, a cluster and a schedule of ``(time_s, replicas)`` scale calls."""
@@ -76,6 +105,7 @@ class Scenario:
     lifecycle: PodLifecycle
     seed: int
     rates: tuple[float, ...] = ()  # req/s per quarter of the window (synthetic workloads)
+    latency: str = "pinned"  # see latency_model()
 
 
 def _engine(kv: int, seqs: int = 256, budget: int = 2048, waiting: int | None = None) -> EngineConfig:
@@ -114,7 +144,31 @@ SCENARIOS: dict[str, Scenario] = {
         PodLifecycle(jitter=0.2),
         seed=3, rates=(3.0, 8.0, 4.0, 6.0),
     ),
+    # The simulator's own latency model (CUDA-graph kernel timing) on the conversation trace, over a
+    # changing fleet, with the least-loaded router.
+    "conv-roofline": Scenario(
+        "conv-roofline", 900.0, 3,
+        ((90.0, 1), (240.0, 4), (480.0, 2), (630.0, 5)),
+        "least_loaded",
+        ((NodePool("h100", "H100", gpus_per_node=8, initial_nodes=1, max_nodes=1), 1.0, _engine(420_000)),),
+        PodLifecycle(jitter=0.2),
+        seed=5, latency="roofline-kernel-paged",
+    ),
+    # Eager wall-clock timing (the host floor binds small batches) under bursty load with chunked
+    # prefill and a small batch limit.
+    "burst-wall": Scenario(
+        "burst-wall", 600.0, 2,
+        ((150.0, 4), (400.0, 1)),
+        "round_robin",
+        ((NodePool("h100", "H100", gpus_per_node=4, initial_nodes=1, max_nodes=1), 1.0, _engine(200_000, seqs=48, budget=1024)),),
+        PodLifecycle(jitter=0.1),
+        seed=13, rates=(4.0, 20.0, 2.0, 12.0), latency="roofline-wall-eager",
+    ),
 }
+
+#: The recorded ``kis/Autoscale-v0`` episode: 20 minutes of the conversation trace at three times its
+#: rate (the first pool's latency model is :func:`roofline`), residual actions drawn from ``seed``.
+ENV_EPISODE = {"duration_s": 1200.0, "rate": 3.0, "seed": 21, "initial_replicas": 2, "max_replicas": 8}
 
 
 def synthetic_workload(duration_s: float, rates: tuple[float, ...], seed: int) -> Workload:
@@ -130,7 +184,7 @@ def synthetic_workload(duration_s: float, rates: tuple[float, ...], seed: int) -
 
 
 def scenario_workload(scenario: Scenario) -> Workload:
-    if scenario.name == "conv":
+    if scenario.name.startswith("conv"):
         from simulator.workloads.catalog import load_trace
         from simulator.workloads.ops import window
 
@@ -141,7 +195,7 @@ def scenario_workload(scenario: Scenario) -> Workload:
 def run(scenario: Scenario, workload: Workload) -> dict[str, np.ndarray]:
     """Drive the cluster through the scenario; every recorded value, as named arrays."""
     config = ClusterConfig(pools=tuple(p for p, _, _ in scenario.pools), lifecycle=scenario.lifecycle, router=scenario.router)
-    runtimes = tuple(PoolRuntime(pool, PinnedLatency(slow), engine, price_per_gpu_s=(3.0 + i) / 3600.0, speed=1.0 / slow)
+    runtimes = tuple(PoolRuntime(pool, latency_model(scenario.latency, slow), engine, price_per_gpu_s=(3.0 + i) / 3600.0, speed=1.0 / slow)
                      for i, (pool, slow, engine) in enumerate(scenario.pools))
     cluster = Cluster(config, workload, runtimes, initial_replicas=scenario.initial_replicas, rng=np.random.default_rng(scenario.seed))
     schedule = list(scenario.schedule)
@@ -168,6 +222,43 @@ def run(scenario: Scenario, workload: Workload) -> dict[str, np.ndarray]:
     for j, column in enumerate(REQUEST_COLUMNS):
         dtype = np.int64 if column in ("rid", "prompt_tokens", "output_tokens") else np.float64
         out[f"req_{column}"] = finished[:, j].astype(dtype)
+    return out
+
+
+def env_workload() -> Workload:
+    from simulator.workloads.catalog import load_trace
+    from simulator.workloads.ops import scale_rate, window
+
+    episode = ENV_EPISODE
+    trace = window(load_trace(CONV_TRACE, "azure"), 0.0, episode["duration_s"])
+    return scale_rate(trace, episode["rate"], np.random.default_rng(episode["seed"]))
+
+
+def run_env(workload: Workload) -> dict[str, np.ndarray]:
+    """One ``kis/Autoscale-v0`` episode of :data:`ENV_EPISODE`: observations, rewards, step infos and finished requests."""
+    from simulator.envs.autoscale import AutoscaleEnv
+
+    episode = ENV_EPISODE
+    pool = NodePool("h100", "H100", gpus_per_node=8, initial_nodes=1, max_nodes=1)
+    config = ClusterConfig(pools=(pool,), lifecycle=PodLifecycle(image_pull_s=20.0, image_pull_cached_s=2.0, model_load_s=45.0, jitter=0.2))
+    pools = (PoolRuntime(pool, roofline(), _engine(420_000), price_per_gpu_s=4.0 / 3600.0),)
+    env = AutoscaleEnv(config, lambda rng: workload, pools=pools, initial_replicas=episode["initial_replicas"],
+                       max_replicas=episode["max_replicas"])
+    actions = np.random.default_rng(episode["seed"])
+    obs, _ = env.reset(seed=episode["seed"])
+    observations, rewards, infos = [obs], [], []
+    keys = ("cost_usd", "slo_misses", "desired", "ready", "starting", "gpus_billed", "finished", "completed", "proposal")
+    truncated = False
+    while not truncated:
+        obs, reward, _, truncated, info = env.step(int(actions.integers(env.action_space.n)))
+        observations.append(obs)
+        rewards.append(reward)
+        infos.append([info[k] for k in keys])
+    finished = np.array(env._cluster.finished, dtype=object).reshape(-1, len(REQUEST_COLUMNS))
+    out = {"observations": np.array(observations), "rewards": np.array(rewards, dtype=np.float64),
+           "infos": np.array(infos, dtype=np.float64), "info_keys": np.array(keys)}
+    for j, column in enumerate(REQUEST_COLUMNS):
+        out[f"req_{column}"] = finished[:, j].astype(np.int64 if column in ("rid", "prompt_tokens", "output_tokens") else np.float64)
     return out
 
 
@@ -200,12 +291,19 @@ def main() -> None:
         out = run(scenario, scenario_workload(scenario))
         n = len(out["req_rid"])
         print(f"{name}: {len(out['snapshots'])} ticks, {n} finished, rejected {int(out['final'][0])}, unserved {int(out['final'][1])}")
-        if args.record:
-            DATA.mkdir(exist_ok=True)
-            np.savez_compressed(reference_path(name), **out)
-        else:
-            reference = dict(np.load(reference_path(name)))
-            print("  ", first_difference(reference, out) or "same as recorded")
+        _record_or_compare(name, out, args.record)
+    out = run_env(env_workload())
+    print(f"env: {len(out['rewards'])} steps, {len(out['req_rid'])} finished, return {out['rewards'].sum():.3f}")
+    _record_or_compare("env", out, args.record)
+
+
+def _record_or_compare(name: str, out: dict[str, np.ndarray], record: bool) -> None:
+    if record:
+        DATA.mkdir(exist_ok=True)
+        np.savez_compressed(reference_path(name), **out)
+    else:
+        reference = dict(np.load(reference_path(name)))
+        print("  ", first_difference(reference, out) or "same as recorded")
 
 
 if __name__ == "__main__":

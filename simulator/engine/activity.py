@@ -48,7 +48,12 @@ class KernelActivity:
     def busy_seconds(self, engine: ReplicaEngine, start: float, end: float) -> float:
         """Seconds of ``(start, end]`` during which the engine ran iterations."""
         busy = 0.0
-        for s, e in self._closed:
+        closed = self._closed
+        first = len(closed)
+        while first and closed[first - 1][1] > start:  # the spans are in time order; earlier ones add exactly 0.0
+            first -= 1
+        for i in range(first, len(closed)):
+            s, e = closed[i]
             busy += max(0.0, min(e, end) - max(s, start))
         if self._open is not None:
             e = engine.last_finish_s if engine.is_idle else end

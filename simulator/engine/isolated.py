@@ -8,6 +8,8 @@ counts only the misses that scaling could have avoided.
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 import numpy as np
 
 from controller.slo import SLO
@@ -25,15 +27,31 @@ def isolated_ttft_s(model: IterationTimeModel, engine: EngineConfig, prompt_toke
     return total_ms / 1000.0
 
 
+#: Per latency model: isolated TTFT by (token budget, prompt) and one-sequence decode time by context (episodes repeat lengths).
+_TIMES: WeakKeyDictionary[IterationTimeModel, dict[tuple[int, int], float]] = WeakKeyDictionary()
+
+
 def feasible(model: IterationTimeModel, engine: EngineConfig, slo: SLO, prompt_tokens: np.ndarray,
              output_tokens: np.ndarray) -> np.ndarray:
     """Per request: could it meet ``slo`` on an idle replica (and fit the KV cache at all)?"""
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
+    try:
+        times = _TIMES.setdefault(model, {})
+    except TypeError:  # a model that cannot be weakly referenced or hashed: nothing kept
+        times = {}
+    budget = engine.max_batched_tokens
     unique, inverse = np.unique(prompts, return_inverse=True)
-    ttft = np.array([isolated_ttft_s(model, engine, int(p)) for p in unique])[inverse]
-    # decode alone: one sequence at its mean context
+    ttft = np.array([_known(times, (budget, p), lambda p=p: isolated_ttft_s(model, engine, p)) for p in unique.tolist()])[inverse]
+    # decode alone: one sequence at its mean context (key budget 0: not a prompt)
     contexts, where = np.unique(prompts + outputs // 2, return_inverse=True)
-    tpot = np.array([model.decode_ms(1, int(c)) for c in contexts])[where] / 1000.0
+    tpot = np.array([_known(times, (0, c), lambda c=c: model.decode_ms(1, c)) for c in contexts.tolist()])[where] / 1000.0
     fits = prompts + outputs <= engine.kv_capacity_tokens
     return (ttft <= slo.ttft_s) & ((tpot <= slo.tpot_s) | (outputs <= 1)) & fits
+
+
+def _known(times: dict[tuple[int, int], float], key: tuple[int, int], compute) -> float:
+    value = times.get(key)
+    if value is None:
+        value = times[key] = compute()
+    return value

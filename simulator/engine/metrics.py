@@ -36,37 +36,84 @@ class Histogram:
         return tuple(self.counts)
 
 
-@dataclass
 class MetricSink:
-    """Counters and histograms of one or more replicas."""
+    """Counters and histograms of one or more replicas.
 
-    prompt_tokens: float = 0.0
-    generation_tokens: float = 0.0
-    request_success: float = 0.0
-    busy_seconds: float = 0.0
-    histograms: dict[str, Histogram] = field(
-        default_factory=lambda: {name: Histogram(bounds) for name, bounds in sig.HISTOGRAM_BUCKETS.items()}
-    )
+    Engines hand each finished request over with :meth:`add_finished` (a list
+    append, the engine's hottest bookkeeping); the histograms observe them, in
+    the order they were handed over, when :attr:`histograms` or
+    :attr:`request_success` is next read.
+    """
 
-    def __post_init__(self) -> None:
-        h = self.histograms
+    def __init__(self) -> None:
+        self.prompt_tokens = 0.0
+        self.generation_tokens = 0.0
+        self.busy_seconds = 0.0
+        self._request_success = 0.0
+        self._histograms = {name: Histogram(bounds) for name, bounds in sig.HISTOGRAM_BUCKETS.items()}
+        h = self._histograms
         self._ttft, self._e2e, self._queue, self._itl = h[sig.TTFT_HIST], h[sig.E2E_HIST], h[sig.QUEUE_HIST], h[sig.ITL_HIST]
+        self._pending: list[tuple] = []
+        #: Record a finished request: a :class:`~simulator.engine.replica.FinishedRequest` (or a tuple of its fields).
+        self.add_finished = self._pending.append
+
+    @property
+    def histograms(self) -> dict[str, Histogram]:
+        self._observe_pending()
+        return self._histograms
+
+    @property
+    def request_success(self) -> float:
+        self._observe_pending()
+        return self._request_success
 
     def observe_request(self, ttft_s: float, tpot_s: float, e2e_s: float, queue_s: float, output_tokens: int) -> None:
-        """Record one finished request.
+        """Record one finished request from its latencies.
 
         vLLM observes one inter-token latency per generated token after the
         first; we record the request's mean gap with that weight, which keeps
         the token-weighted distribution and costs one observation.
         """
-        self.request_success += 1
-        # Histogram.observe written out (once per finished request, the engine's hottest bookkeeping).
+        self._observe_pending()
+        self._request_success += 1
         for h, value in ((self._ttft, ttft_s), (self._e2e, e2e_s), (self._queue, queue_s)):
-            h.counts[bisect_left(h.bounds, value)] += 1.0
-            h.total += value
-            h.count += 1.0
+            h.observe(value)
         if output_tokens > 1:
             self._itl.observe(tpot_s, output_tokens - 1)
+
+    def _observe_pending(self) -> None:
+        """:meth:`observe_request` of every request handed over, in order, written out in one loop."""
+        pending = self._pending
+        if not pending:
+            return
+        ttft, e2e, queue, itl = self._ttft, self._e2e, self._queue, self._itl
+        t_bounds, t_counts, t_total = ttft.bounds, ttft.counts, ttft.total
+        e_bounds, e_counts, e_total = e2e.bounds, e2e.counts, e2e.total
+        q_bounds, q_counts, q_total = queue.bounds, queue.counts, queue.total
+        i_bounds, i_counts, i_total, i_count = itl.bounds, itl.counts, itl.total, itl.count
+        for _, arrival, admitted, first, finish, _, output in pending:  # FinishedRequest's fields
+            value = first - arrival
+            t_counts[bisect_left(t_bounds, value)] += 1.0
+            t_total += value
+            value = finish - arrival
+            e_counts[bisect_left(e_bounds, value)] += 1.0
+            e_total += value
+            value = admitted - arrival
+            q_counts[bisect_left(q_bounds, value)] += 1.0
+            q_total += value
+            if output > 1:
+                gaps = output - 1
+                value = (finish - first) / gaps
+                i_counts[bisect_left(i_bounds, value)] += gaps
+                i_total += value * gaps
+                i_count += gaps
+        n = len(pending)
+        self._request_success += n
+        ttft.total, ttft.count = t_total, ttft.count + n
+        e2e.total, e2e.count = e_total, e2e.count + n
+        queue.total, queue.count = q_total, queue.count + n
+        itl.total, itl.count = i_total, i_count
+        pending.clear()
 
     def counters(self) -> dict[str, float]:
         """The counter values under their Prometheus names."""

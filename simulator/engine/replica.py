@@ -27,7 +27,7 @@ from heapq import heappop, heappush
 from typing import NamedTuple
 
 from simulator.engine.metrics import MetricSink
-from simulator.profiles.latency import IterationTimeModel
+from simulator.profiles.latency import IterationTimeModel, decode_times
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,10 @@ class ReplicaEngine:
         self._seq = 0
         self._decode_context = 0
         self._reserved = 0
-        # The last decode-only iteration time asked of the model, by (batch, context): the finish
-        # bound and the next decode run often ask the same question.
-        self._decode_n = self._decode_at = -1
-        self._decode_ms = 0.0
+        # Decode-only iteration time (ms) as a function of the context, by batch; the one for _decode_n.
+        self._decode_for = decode_times(model)
+        self._decode_n = 0
+        self._decode_time = self._decode_for(0)
 
     # ----------------------------------------------------------------- state
     @property
@@ -230,11 +230,10 @@ class ReplicaEngine:
         if self._prefilling or (self._waiting and not decoding):
             self.finish_bound_s = self.clock
         elif decoding:
-            n, context = len(decoding), self._decode_context
-            if n != self._decode_n or context != self._decode_at:
-                self._decode_ms = self.model.iteration_ms(0, 0.0, n, context)
-                self._decode_n, self._decode_at = n, context
-            self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_ms / 1000.0
+            n = len(decoding)
+            if n != self._decode_n:
+                self._decode_n, self._decode_time = n, self._decode_for(n)
+            self.finish_bound_s = self.clock + (decoding[0][0] - self._step) * self._decode_time(self._decode_context) / 1000.0
         else:
             self.finish_bound_s = _INF
 
@@ -259,6 +258,7 @@ class ReplicaEngine:
         finish = self._finish
         inf, ceil = _INF, math.ceil
         clock, step, context, busy = self.clock, self._step, self._decode_context, self.busy_s
+        decode_for, decode_n, decode_ms = self._decode_for, self._decode_n, self._decode_time
         while clock < horizon:
             # Admission: FIFO while the batch has room and the KV cache can hold the final context.
             if waiting:
@@ -270,7 +270,8 @@ class ReplicaEngine:
                         break
                     waiting.popleft()
                     self._reserved += need
-                    request.admitted = max(clock, request.arrival)
+                    arrival = request.arrival
+                    request.admitted = arrival if arrival > clock else clock  # max(clock, arrival)
                     prefilling.append(request)
                     running += 1
             if prefilling:
@@ -284,7 +285,9 @@ class ReplicaEngine:
                 for request in prefilling:
                     seqs += 1
                     prefilled = request.prefilled
-                    chunk = min(request.prompt - prefilled, budget)
+                    chunk = request.prompt - prefilled
+                    if chunk > budget:
+                        chunk = budget
                     prefill_context += chunk * prefilled + chunk * (chunk + 1) / 2
                     prefilled += chunk
                     request.prefilled = prefilled
@@ -325,16 +328,15 @@ class ReplicaEngine:
             elif decoding:
                 # A macro step of identical decode iterations, timed at the run's mean context.
                 n = len(decoding)
+                if n != decode_n:
+                    decode_n, decode_ms = n, decode_for(n)
                 steps = decoding[0][0] - step
-                if n == self._decode_n and context == self._decode_at:
-                    first = self._decode_ms / 1000.0
-                else:
-                    first = iteration_ms(0, 0.0, n, context) / 1000.0
+                first = decode_ms(context) / 1000.0
                 if horizon < inf:
                     more = ceil((horizon - clock) / first)
                     if more < steps:
                         steps = more if more > 1 else 1
-                dt = first if steps == 1 else iteration_ms(0, 0.0, n, context + n * (steps - 1) / 2.0) / 1000.0
+                dt = first if steps == 1 else decode_ms(context + n * (steps - 1) / 2.0) / 1000.0
                 duration = steps * dt
                 clock += duration
                 busy += duration
@@ -351,6 +353,7 @@ class ReplicaEngine:
                     clock = horizon
                 break
         self.clock, self._step, self._decode_context, self.busy_s = clock, step, context, busy
+        self._decode_n, self._decode_time = decode_n, decode_ms
 
     def _finish(self, request: _Request, now: float) -> None:
         self._active.pop(request.rid, None)
@@ -358,8 +361,8 @@ class ReplicaEngine:
         self._reserved -= tokens
         self.outstanding_tokens -= tokens
         self.num_outstanding -= 1
-        arrival, first, output = request.arrival, request.first_token, request.output
-        self.finished.append(_new_finished(FinishedRequest, (request.rid, arrival, request.admitted, first, now, request.prompt, output)))
+        done = _new_finished(FinishedRequest, (request.rid, request.arrival, request.admitted, request.first_token, now, request.prompt,
+                                               request.output))
+        self.finished.append(done)
+        self.sink.add_finished(done)
         self.last_finish_s = now
-        tpot = (now - first) / (output - 1) if output > 1 else 0.0
-        self.sink.observe_request(first - arrival, tpot, now - arrival, request.admitted - arrival, output)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +17,7 @@ from controller.capacity import CapacityProfile
 from controller.decision import DecisionRecord
 from controller.guardrails import Behavior
 from controller.observation import CLIP, OBSERVATION_SIZE
+from controller.policies.base import PolicyContext
 from controller.policies.learned import LearnedPolicy, PendingAction
 from controller.policies.planner import PlannerPolicy
 from controller.signals import policy_windows
@@ -87,6 +88,27 @@ def preset_sampler(names: Sequence[str] = DEFAULT_TRAINING_WORKLOADS, duration_s
         return make_workload(name, seed=int(rng.integers(2**31)), duration_s=duration_s, **params)
 
     return sample
+
+
+class _AgentPolicy(LearnedPolicy):
+    """The learned policy the agent acts for. Each step observes one snapshot twice, for the agent
+    and then inside ``decide``; :meth:`observe` is pure, so the second call gets the first's result."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._last: tuple[Any, PolicyContext, Any, Any] | None = None
+
+    def observe(self, snapshot, ctx, state):
+        last = self._last
+        if last is not None and last[0] is snapshot and last[2] is state and _same_context(last[1], ctx):
+            return last[3]
+        result = super().observe(snapshot, ctx, state)
+        self._last = (snapshot, ctx, state, result)
+        return result
+
+
+def _same_context(a: PolicyContext, b: PolicyContext) -> bool:
+    return all(getattr(a, f.name) is getattr(b, f.name) or getattr(a, f.name) == getattr(b, f.name) for f in fields(PolicyContext))
 
 
 class AutoscaleEnv(gym.Env):
@@ -183,7 +205,7 @@ class AutoscaleEnv(gym.Env):
         self.reward_weights = reward
         self.randomization = randomization
         self._actor = PendingAction()
-        self.policy = LearnedPolicy(self._actor, self.action_map, PlannerPolicy(**dict(planner or {})))
+        self.policy = _AgentPolicy(self._actor, self.action_map, PlannerPolicy(**dict(planner or {})))
         self.behavior = Behavior(min_replicas, max_replicas, **dict(behavior or {}))
         self._pools_override = pools
         self._pool_cache: dict[ClusterConfig, tuple[PoolRuntime, ...]] = {}
@@ -257,15 +279,14 @@ class AutoscaleEnv(gym.Env):
         SLO on an idle replica (:func:`simulator.engine.isolated.feasible`): the misses scaling could avoid."""
         cluster = self._cluster
         assert cluster is not None
-        slo, ok = self.slo, self._feasible
+        ok, ttft_s, tpot_s = self._feasible, self.slo.ttft_s, self.slo.tpot_s
         misses = counted = 0
-        new = cluster.finished[self._counted :]
-        for f in new:
-            if not ok[f.rid]:
+        for rid, arrival, _, first, finish, _, output in cluster.finished[self._counted :]:  # FinishedRequest's fields
+            if not ok[rid]:
                 continue
             counted += 1
-            tpot = (f.finish_s - f.first_token_s) / (f.output_tokens - 1) if f.output_tokens > 1 else 0.0
-            if f.first_token_s - f.arrival_s > slo.ttft_s or tpot > slo.tpot_s:
+            tpot = (finish - first) / (output - 1) if output > 1 else 0.0
+            if first - arrival > ttft_s or tpot > tpot_s:
                 misses += 1
         self._counted = len(cluster.finished)
         return misses, counted
@@ -275,7 +296,7 @@ class AutoscaleEnv(gym.Env):
         assert self.autoscaler is not None and self._state is not None and self._cluster is not None
         ctx = self.autoscaler.context(self._t, self._cluster.desired)
         obs, _, _ = self.policy.observe(self.last_snapshot, ctx, self._state.policy_state)
-        return obs
+        return obs.copy()  # the policy keeps its own for decide()
 
     def base_capacity(self) -> CapacityProfile:
         """The capacity profile of the configured (not randomised) cluster: what an artifact ships for targets without one."""
@@ -305,7 +326,8 @@ class AutoscaleEnv(gym.Env):
         self._state = self.autoscaler.initial_state()
         self._cluster = build_cluster(config, workload, initial_replicas=initial, rng=rng, pools=pools,
                                       windows=policy_windows(self.policy))
-        self._feasible = feasible(pools[0].model, pools[0].engine, self.slo, workload.prompt_tokens, workload.output_tokens)
+        # per request, read one at a time: a Python list
+        self._feasible = feasible(pools[0].model, pools[0].engine, self.slo, workload.prompt_tokens, workload.output_tokens).tolist()
         self._t = min(self.interval_s, workload.duration_s)
         self._cluster.run_until(self._t)
         self.last_snapshot = self._cluster.snapshot()

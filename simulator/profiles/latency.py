@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol, runtime_checkable
 
 
@@ -28,3 +30,14 @@ class IterationTimeModel(Protocol):
     def decode_ms(self, batch: int, context_len: int) -> float:
         """One decode step for ``batch`` sequences of ``context_len`` cached tokens each."""
         ...
+
+
+def decode_times(model: IterationTimeModel) -> Callable[[int], Callable[[float], float]]:
+    """``batch -> (c -> model.iteration_ms(0, 0.0, batch, c))``: decode-only iteration time by batch size.
+
+    A model may offer cheaper functions with the same results bit for bit
+    (its own ``decode_time(batch)``, e.g. :class:`~simulator.profiles.roofline.SpecLatencyModel`);
+    the engine's decode runs call them most.
+    """
+    own = getattr(model, "decode_time", None)
+    return own if own is not None else lambda batch: partial(model.iteration_ms, 0, 0.0, batch)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -170,6 +171,7 @@ class SpecLatencyModel:
         self.kernels = mode.kernels_per_layer * layers + mode.kernels_per_iteration
         self._overhead = p.kernel_us * self.kernels / 1000.0
         self._floor = p.host_kernel_us * self.kernels / 1000.0 if timing == "wall" and not mode.cuda_graphs else 0.0
+        self._decode_times: dict[int, Callable[[float], float]] = {}
 
     def terms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float, prefill_seqs: int = 1) -> dict[str, float]:
         """The parts of one iteration in milliseconds (their sum is the GPU time; ``host_floor`` bounds it below)."""
@@ -187,13 +189,33 @@ class SpecLatencyModel:
 
     def iteration_ms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float, prefill_seqs: int = 1) -> float:
         tokens = prefill_tokens + decode_batch
-        sampled = decode_batch + (prefill_seqs if prefill_tokens else 0)
-        lin = self._lin_c * tokens
-        head = self._head_c * sampled
-        total = (self._overhead + math.sqrt(lin * lin + self._lin_m * self._lin_m) + self._act * tokens
-                 + math.sqrt(head * head + self._head_m * self._head_m) + self._logits * sampled
+        total = (self._batch_ms(tokens, decode_batch + (prefill_seqs if prefill_tokens else 0))
                  + self._attn_p * prefill_context + self._attn_d * decode_context)
         return total if total > self._floor else self._floor
+
+    def _batch_ms(self, tokens: int, sampled: int) -> float:
+        """The terms that do not depend on the context, summed in :meth:`iteration_ms`'s order."""
+        lin = self._lin_c * tokens
+        head = self._head_c * sampled
+        return (self._overhead + math.sqrt(lin * lin + self._lin_m * self._lin_m) + self._act * tokens
+                + math.sqrt(head * head + self._head_m * self._head_m) + self._logits * sampled)
+
+    def decode_time(self, batch: int) -> Callable[[float], float]:
+        """``iteration_ms(0, 0.0, batch, c)`` as a function of ``c`` alone, bit for bit.
+
+        The engine asks this most (decode runs); with the batch fixed, the time is
+        one multiply-add (adding the zero prefill term changes no bit).
+        """
+        ms = self._decode_times.get(batch)
+        if ms is None:
+            intercept, slope, floor = self._batch_ms(batch, batch), self._attn_d, self._floor
+
+            def ms(decode_context: float) -> float:
+                total = intercept + slope * decode_context
+                return total if total > floor else floor
+
+            self._decode_times[batch] = ms
+        return ms
 
     def prefill_ms(self, batch: int, prompt_len: int) -> float:
         return self.iteration_ms(batch * prompt_len, batch * prompt_len * (prompt_len + 1) / 2.0, 0, 0.0, prefill_seqs=batch)
