@@ -29,7 +29,9 @@ def test_the_controller_scales_right_through_every_fault(tmp_path):
         assert fault in happened, f"{fault!r} missing{context}"
     # the loop kept working through them: scaled out for the spike and back in, across a change of leader
     assert summary["scale_ups"] >= 1 and summary["scale_downs"] >= 2, context
-    assert summary["leader_changes"] >= 1 and len({w.writer for w in result.scale_writes}) == 2, context
+    # the new leader acts: it writes the status (and a Scale if one is due: under load the last scale-down may
+    # come before the change of leader, and then none is)
+    assert summary["leader_changes"] >= 1 and len(result.writers) == 2, context
     assert summary["decisions"] >= 10, context
     # the corrupt ConfigMap made the learned policy fall back (the baseline went on scaling), the good one brought it back
     assert [status for _, status in result.policy_conditions][:3] == ["True", "False", "True"], context

@@ -114,6 +114,7 @@ class SoakResult:
     policy_conditions: list[tuple[float, str]]  # PolicyLoaded status over time
     start_wall: float = 0.0
     non_json_log_lines: list[str] = field(default_factory=list)  # the controllers' logs must be JSON only
+    writers: frozenset[str] = frozenset()  # the controller replicas that wrote a Scale or a status
 
     @property
     def lost(self) -> list[RequestResult]:
@@ -394,6 +395,7 @@ def run_soak(config: SoakConfig = SoakConfig(), *, on_event: Callable[[float, st
                         sum(1 for w in writes if w.kind == "status"), check(writes, config, prometheus_down, start["wall"]), requests,
                         leaders, timeline, policy_conditions, start["wall"])
     result.non_json_log_lines = [e["line"] for e in events if e.get("event") == "non_json_line"]
+    result.writers = frozenset(w.writer for w in writes if w.writer.startswith("kis-controller/"))
     shutil.rmtree(workdir, ignore_errors=True)
     return result
 
