@@ -8,7 +8,9 @@ replaced; removed ones (newest first) stop receiving requests, finish what
 they hold, then stop. It writes the Deployment's
 ``readyReplicas`` and the Prometheus file-service-discovery targets.
 :func:`create_gateway` is the Service in front: it forwards each request to
-the ready replica with the fewest requests in flight and streams the answer back.
+the ready replica with the fewest requests in flight and streams the answer back;
+a request whose replica refuses the connection (a pod gone between the choice
+and the send) goes to another, as a proxy retries a connect failure.
 While no replica is ready it *holds* requests (as Knative's activator and
 KEDA's HTTP interceptor do) and exports how many on ``/metrics`` as
 ``kis_gateway_pending_requests{namespace, deployment}``, the activation signal
@@ -97,6 +99,22 @@ class ReplicaActuator:
         with self.lock:
             return [r for r in self.replicas if r.ready and not r.draining]
 
+    def claim(self, exclude: tuple[Replica, ...] = ()) -> Replica | None:
+        """The ready replica with the fewest requests in flight, its count raised under the lock (so a scale-down
+        cannot stop it between the choice and the request); ``None`` if there is none."""
+        with self.lock:
+            ready = [r for r in self.replicas if r.ready and not r.draining and r not in exclude]
+            if not ready:
+                return None
+            replica = min(ready, key=lambda r: r.inflight)
+            replica.inflight += 1
+            return replica
+
+    def release(self, replica: Replica) -> None:
+        """A request claimed with :meth:`claim` is done."""
+        with self.lock:
+            replica.inflight -= 1
+
     def sync(self) -> None:
         """One reconciliation of servers with the Deployment's ``spec.replicas``."""
         dep = self.emulator.get("deployments", self.namespace, self.deployment)
@@ -119,10 +137,12 @@ class ReplicaActuator:
                     replica.ready = httpx.get(f"{replica.url}/health", timeout=1).status_code == 200
                 except httpx.HTTPError:
                     pass
-            if replica.draining and replica.inflight == 0:
+            with self.lock:
+                drained = replica.draining and replica.inflight == 0 and replica in self.replicas
+                if drained:
+                    self.replicas.remove(replica)  # under the lock: no request can claim it any more
+            if drained:
                 replica.handle.stop()
-                with self.lock:
-                    self.replicas.remove(replica)
         for replica in dead:
             replica.handle.stop()
         ready = len(self.ready())
@@ -167,23 +187,36 @@ def create_gateway(actuator: ReplicaActuator, hold_s: float = 300.0) -> FastAPI:
 
     @app.post("/v1/{path:path}")
     async def forward(path: str, request: Request) -> Response:
-        ready = actuator.ready()
-        if not ready:
-            pending.inc()
-            deadline = time.monotonic() + hold_s
-            try:
-                while not ready and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                    ready = actuator.ready()
-            finally:
-                pending.dec()
-        if not ready:
-            return JSONResponse({"error": {"message": "no ready replica", "type": "service_unavailable", "param": None, "code": None}}, status_code=503)
-        replica = min(ready, key=lambda r: r.inflight)
-        replica.inflight += 1
         body = await request.body()
-        upstream = client.build_request("POST", f"{replica.url}/v1/{path}", content=body, headers={"content-type": "application/json"})
-        response = await client.send(upstream, stream=True)
+        deadline = time.monotonic() + hold_s
+        tried: tuple[Replica, ...] = ()
+        while True:
+            replica = actuator.claim(exclude=tried)
+            if replica is None and tried and time.monotonic() < deadline:  # every ready one refused: a moment, then all again
+                await asyncio.sleep(0.05)
+                tried, replica = (), actuator.claim()
+            if replica is None:
+                pending.inc()
+                try:
+                    while replica is None and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                        replica = actuator.claim()
+                finally:
+                    pending.dec()
+            if replica is None:
+                return JSONResponse({"error": {"message": "no ready replica", "type": "service_unavailable", "param": None, "code": None}},
+                                    status_code=503)
+            upstream = client.build_request("POST", f"{replica.url}/v1/{path}", content=body, headers={"content-type": "application/json"})
+            try:
+                response = await client.send(upstream, stream=True)
+            except httpx.ConnectError:  # the pod went away before it took the request: safe to send it elsewhere, as a proxy retries
+                actuator.release(replica)
+                tried += (replica,)
+                continue
+            except BaseException:
+                actuator.release(replica)
+                raise
+            break
 
         async def relay() -> AsyncIterator[bytes]:
             try:
@@ -191,7 +224,7 @@ def create_gateway(actuator: ReplicaActuator, hold_s: float = 300.0) -> FastAPI:
                     yield chunk
             finally:
                 await response.aclose()
-                replica.inflight -= 1
+                actuator.release(replica)
 
         return StreamingResponse(relay(), status_code=response.status_code, media_type=response.headers.get("content-type"))
 

@@ -15,7 +15,8 @@ of the load:
 * the Deployment is deleted (its pods orphaned, as ``--cascade=orphan``)
   and created again with the replicas it had;
 * the leader is killed (SIGKILL) at its first scale-down write after
-  ``kill_leader_after_s`` and restarted, as a kubelet would.
+  ``kill_leader_after_s`` and restarted, as a kubelet would (once the
+  other replica has taken the Lease, which the same pod name could retake).
 
 Checks, from the emulator's record of every Scale and status write that
 landed (with its writer and the Lease's holder at that moment), the
@@ -68,6 +69,8 @@ class SoakConfig:
     """Load, controller settings and fault times (seconds from the start of the load).
 
     :param kill_leader_after_s: the leader is killed at its first scale-down write after this time.
+    :param restart_killed_after_s: it is restarted this long after, once the other replica holds the Lease
+        (or three Lease durations later).
     """
 
     duration_s: float = 60.0
@@ -291,8 +294,11 @@ def run_soak(config: SoakConfig = SoakConfig(), *, on_event: Callable[[float, st
                 return
 
     def restart_killed() -> None:
+        holder = emulator.holders().get(f"{NAMESPACE}/{LEASE}")
         for identity, at in list(killed.items()):
-            if at >= 0 and now() - at >= config.restart_killed_after_s:
+            # a restarted pod keeps its name, so it may take its own Lease back: wait until the other replica has it
+            moved = holder not in (None, identity) or now() - at >= config.restart_killed_after_s + 3 * config.lease_s
+            if at >= 0 and now() - at >= config.restart_killed_after_s and moved:
                 controllers[identity].start()
                 killed[identity] = -1.0
                 note(f"{identity} restarted")
@@ -418,6 +424,7 @@ def write_soak_report(result: SoakResult, out_dir: Path) -> Path:
     lines += [f"- {w.time_s - result.start_wall:.1f} s: {w.before} -> {w.after} by {w.writer.removeprefix('kis-controller/')}" for w in result.scale_writes]
     lines += ["", "## Lease holders", ""] + [f"- {t:.1f} s: {holder}" for t, holder in result.leaders]
     lines += ["", "## PolicyLoaded", ""] + [f"- {t:.1f} s: {status}" for t, status in result.policy_conditions]
+    lines += ["", "## Lost requests", ""] + ([f"- {r.scheduled_s:.1f} s: status {r.status} {r.error}".rstrip() for r in result.lost] or ["none"])
     wrong = [f"- {kind}: {text}" for kind, items in result.wrong.items() for text in items]
     lines += ["", "## Wrong scalings", ""] + (wrong or ["none"])
     path = out_dir / "report.md"
