@@ -13,13 +13,13 @@ server, each by its policy, under the shared GPU budget.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +31,13 @@ from controller.kube import KubeClient
 from controller.loop import Reconciler
 from controller.prometheus import PrometheusReader
 from controller.server import run_server_in_thread
-from simulator.loadgen.replay import RequestResult, replay
+from simulator.loadgen.replay import RequestResult
 from simulator.pipeline.spec import PipelineSpec
 from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator
 from simulator.twin.replicas import ReplicaActuator, create_gateway
-from simulator.twin.run import PrometheusProcess, _every
+from simulator.twin.run import PrometheusProcess
+from simulator.twin.session import every, replay_and_drain, stop_threads, wait_until
 from simulator.workloads.workload import Workload
 
 NAMESPACE = "default"
@@ -129,61 +130,50 @@ def create_front(stage_urls: list[str]) -> FastAPI:
 def run_twin_pipeline(workload: Workload, config: TwinPipelineConfig) -> TwinPipelineResult:
     """Run the pipeline's closed loop for the workload plus ``drain_s``."""
     workdir = Path(tempfile.mkdtemp(prefix="kis-twin-pipeline-"))
-    emulator = KubeEmulator(auto_ready=False)
-    emulator.start()
-    actuators: dict[str, ReplicaActuator] = {}
-    gateways = []
-    stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
-    for s in config.stages:
-        name = deployment_name(config.name, s.name)
-        emulator.put("deployments", {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"replicas": s.min_replicas},
-                                     "status": {"readyReplicas": 0}})
-        targets = workdir / f"targets-{s.name}.json"
-        targets.write_text("[]")
-        actuators[s.name] = ReplicaActuator(emulator, NAMESPACE, name, dataclasses.replace(stub, gpu=s.gpu, model=s.model), targets)
-    emulator.put("inferencepipelineautoscalers", pipeline_object(config))
-    prometheus = PrometheusProcess(workdir, workdir / "targets-*.json")
-    for s in config.stages:
-        gateways.append(run_server_in_thread(create_gateway(actuators[s.name]), port=0))
-    front = run_server_in_thread(create_front([g.url for g in gateways]), port=0)
-    reconciler = Reconciler(KubeClient(emulator.api_client()), PrometheusReader(prometheus.url), interval_s=config.interval_s)
-    stop = threading.Event()
-    timeline: dict[str, list[tuple[float, int, int]]] = {s.name: [] for s in config.stages}
-    decisions: list[tuple[float, str, str]] = []
-    start = time.monotonic()
-
-    def control() -> None:
-        report = reconciler.tick(time.time())
-        for key, record in report.decisions.items():
-            decisions.append((time.monotonic() - start, key.rsplit("/", 1)[-1], f"{record.current_replicas} -> {record.final}: {record.reason}"))
-
-    def sample() -> None:
+    with ExitStack() as resources:
+        resources.callback(shutil.rmtree, workdir, ignore_errors=True)
+        emulator = KubeEmulator(auto_ready=False)
+        emulator.start()
+        resources.callback(emulator.stop)
+        actuators: dict[str, ReplicaActuator] = {}
+        stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
         for s in config.stages:
-            dep = emulator.get("deployments", NAMESPACE, deployment_name(config.name, s.name)) or {}
-            timeline[s.name].append((time.monotonic() - start, int(dep.get("spec", {}).get("replicas", 0)),
-                                     int(dep.get("status", {}).get("readyReplicas", 0))))
-
-    threads = [_every(0.3, stop, actuator.sync) for actuator in actuators.values()]
-    threads += [_every(config.interval_s, stop, control), _every(1.0, stop, sample)]
-    try:
-        deadline = time.monotonic() + 60
-        while not all(a.ready() for a in actuators.values()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        start = time.monotonic()
-        results = asyncio.run(replay(front.url, workload, concurrency_limit=512, timeout_s=120))
-        end = time.monotonic() + config.drain_s
-        while time.monotonic() < end:
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
-        front.stop()
+            name = deployment_name(config.name, s.name)
+            emulator.put("deployments", {"metadata": {"name": name, "namespace": NAMESPACE}, "spec": {"replicas": s.min_replicas},
+                                         "status": {"readyReplicas": 0}})
+            targets = workdir / f"targets-{s.name}.json"
+            targets.write_text("[]")
+            actuators[s.name] = ReplicaActuator(emulator, NAMESPACE, name, dataclasses.replace(stub, gpu=s.gpu, model=s.model), targets)
+            resources.callback(actuators[s.name].stop)
+        emulator.put("inferencepipelineautoscalers", pipeline_object(config))
+        prometheus = PrometheusProcess(workdir, workdir / "targets-*.json")
+        resources.callback(prometheus.stop)
+        gateways = [run_server_in_thread(create_gateway(actuators[s.name]), port=0) for s in config.stages]
         for gateway in gateways:
-            gateway.stop()
-        for actuator in actuators.values():
-            actuator.stop()
-        prometheus.stop()
-        emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+            resources.callback(gateway.stop)
+        front = run_server_in_thread(create_front([g.url for g in gateways]), port=0)
+        resources.callback(front.stop)
+        reconciler = Reconciler(KubeClient(emulator.api_client()), PrometheusReader(prometheus.url), interval_s=config.interval_s)
+        stop = threading.Event()
+        timeline: dict[str, list[tuple[float, int, int]]] = {s.name: [] for s in config.stages}
+        decisions: list[tuple[float, str, str]] = []
+        start = time.monotonic()
+
+        def control() -> None:
+            report = reconciler.tick(time.time())
+            for key, record in report.decisions.items():
+                decisions.append((time.monotonic() - start, key.rsplit("/", 1)[-1], f"{record.current_replicas} -> {record.final}: {record.reason}"))
+
+        def sample() -> None:
+            for s in config.stages:
+                dep = emulator.get("deployments", NAMESPACE, deployment_name(config.name, s.name)) or {}
+                timeline[s.name].append((time.monotonic() - start, int(dep.get("spec", {}).get("replicas", 0)),
+                                         int(dep.get("status", {}).get("readyReplicas", 0))))
+
+        threads = [every(0.3, stop, actuator.sync) for actuator in actuators.values()]
+        threads += [every(config.interval_s, stop, control), every(1.0, stop, sample)]
+        resources.callback(stop_threads, stop, threads)
+        wait_until(lambda: all(a.ready() for a in actuators.values()))
+        start = time.monotonic()
+        results = replay_and_drain(front.url, workload, config.drain_s)
     return TwinPipelineResult(timeline, results, decisions)

@@ -9,7 +9,6 @@ own reconcile loop (PrometheusReader, KubeClient over HTTP) -> Scale patches
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +28,11 @@ from controller.loop import Reconciler
 from controller.prometheus import PrometheusReader
 from controller.server import run_server_in_thread
 from controller.signals import GATEWAY_METRIC
-from simulator.loadgen.replay import RequestResult, replay
+from simulator.loadgen.replay import RequestResult
 from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator
 from simulator.twin.replicas import ReplicaActuator, create_gateway
+from simulator.twin.session import every, replay_and_drain, stop_threads, wait_until
 from simulator.workloads.workload import Workload
 
 NAMESPACE, DEPLOYMENT = "default", "llm"
@@ -107,73 +108,55 @@ class PrometheusProcess:
             self.process.kill()
 
 
-def _every(interval_s: float, stop: threading.Event, fn: Callable[[], None]) -> threading.Thread:
-    def loop() -> None:
-        while not stop.is_set():
-            fn()
-            stop.wait(interval_s)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    return thread
-
-
 def run_twin(workload: Workload, config: TwinConfig = TwinConfig(), *, on_sample: Callable[[float, int, int, int], None] | None = None) -> TwinResult:
     """Run the whole loop for the workload plus ``drain_s``; returns the timeline and every request."""
     workdir = Path(tempfile.mkdtemp(prefix="kis-twin-"))
     targets = workdir / "targets.json"
     targets.write_text("[]")
-    emulator = KubeEmulator(auto_ready=False)
-    emulator.start()
-    emulator.put("deployments", {"metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE}, "spec": {"replicas": config.min_replicas}, "status": {"readyReplicas": 0}})
-    emulator.put("inferenceautoscalers", {"metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE, "generation": 1}, "spec": {
-        "scaleTargetRef": {"name": DEPLOYMENT}, "minReplicas": config.min_replicas, "maxReplicas": config.max_replicas, "policy": config.policy,
-        "metrics": {"windowSeconds": config.window_s, "longWindowSeconds": max(config.window_s, 60)},
-        "behavior": {"scaleDownStabilizationSeconds": config.stabilization_s},
-        # The gateway holds requests while no replica is ready and exports how many: the activation signal.
-        "scaleToZero": {"activationQuery": f"sum({GATEWAY_METRIC}{{{{sel}}}})", "idleSeconds": config.idle_s}}})
-    stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
-    actuator = ReplicaActuator(emulator, NAMESPACE, DEPLOYMENT, stub, targets)
-    prometheus = PrometheusProcess(workdir, targets, config.scrape_interval_s)
-    gateway = run_server_in_thread(create_gateway(actuator), port=0)
-    actuator.extra_targets.append(gateway.url.removeprefix("http://"))
-    reconciler = Reconciler(KubeClient(emulator.api_client()), PrometheusReader(prometheus.url), interval_s=config.interval_s)
-    stop = threading.Event()
-    timeline: list[tuple[float, int, int]] = []
-    decisions: list[tuple[float, str]] = []
-    start = time.monotonic()
-
-    def control() -> None:
-        report = reconciler.tick(time.time())
-        for record in report.decisions.values():
-            decisions.append((time.monotonic() - start, f"{record.current_replicas} -> {record.final}: {record.reason}"))
-
-    def sample() -> None:
-        dep = emulator.get("deployments", NAMESPACE, DEPLOYMENT) or {}
-        point = (time.monotonic() - start, int(dep.get("spec", {}).get("replicas", 0)), int(dep.get("status", {}).get("readyReplicas", 0)))
-        timeline.append(point)
-        if on_sample:
-            on_sample(*point, sum(r.inflight for r in actuator.ready()))
-
-    threads = [_every(0.3, stop, actuator.sync), _every(config.interval_s, stop, control), _every(1.0, stop, sample)]
-    try:
-        deadline = time.monotonic() + 60
-        while config.min_replicas > 0 and not actuator.ready() and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with ExitStack() as resources:
+        resources.callback(shutil.rmtree, workdir, ignore_errors=True)
+        emulator = KubeEmulator(auto_ready=False)
+        emulator.start()
+        resources.callback(emulator.stop)
+        emulator.put("deployments", {"metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE}, "spec": {"replicas": config.min_replicas},
+                                     "status": {"readyReplicas": 0}})
+        emulator.put("inferenceautoscalers", {"metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE, "generation": 1}, "spec": {
+            "scaleTargetRef": {"name": DEPLOYMENT}, "minReplicas": config.min_replicas, "maxReplicas": config.max_replicas, "policy": config.policy,
+            "metrics": {"windowSeconds": config.window_s, "longWindowSeconds": max(config.window_s, 60)},
+            "behavior": {"scaleDownStabilizationSeconds": config.stabilization_s},
+            # The gateway holds requests while no replica is ready and exports how many: the activation signal.
+            "scaleToZero": {"activationQuery": f"sum({GATEWAY_METRIC}{{{{sel}}}})", "idleSeconds": config.idle_s}}})
+        stub = StubConfig(startup_delay_s=config.startup_delay_s, time_scale=config.time_scale, stream_interval=config.stream_interval)
+        actuator = ReplicaActuator(emulator, NAMESPACE, DEPLOYMENT, stub, targets)
+        resources.callback(actuator.stop)
+        prometheus = PrometheusProcess(workdir, targets, config.scrape_interval_s)
+        resources.callback(prometheus.stop)
+        gateway = run_server_in_thread(create_gateway(actuator), port=0)
+        resources.callback(gateway.stop)
+        actuator.extra_targets.append(gateway.url.removeprefix("http://"))
+        reconciler = Reconciler(KubeClient(emulator.api_client()), PrometheusReader(prometheus.url), interval_s=config.interval_s)
+        stop = threading.Event()
+        timeline: list[tuple[float, int, int]] = []
+        decisions: list[tuple[float, str]] = []
         start = time.monotonic()
-        results = asyncio.run(replay(gateway.url, workload, concurrency_limit=512, timeout_s=120))
-        end = time.monotonic() + config.drain_s
-        while time.monotonic() < end:
-            time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
-        gateway.stop()
-        actuator.stop()
-        prometheus.stop()
-        emulator.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+
+        def control() -> None:
+            report = reconciler.tick(time.time())
+            for record in report.decisions.values():
+                decisions.append((time.monotonic() - start, f"{record.current_replicas} -> {record.final}: {record.reason}"))
+
+        def sample() -> None:
+            dep = emulator.get("deployments", NAMESPACE, DEPLOYMENT) or {}
+            point = (time.monotonic() - start, int(dep.get("spec", {}).get("replicas", 0)), int(dep.get("status", {}).get("readyReplicas", 0)))
+            timeline.append(point)
+            if on_sample:
+                on_sample(*point, sum(r.inflight for r in actuator.ready()))
+
+        threads = [every(0.3, stop, actuator.sync), every(config.interval_s, stop, control), every(1.0, stop, sample)]
+        resources.callback(stop_threads, stop, threads)  # first of all, before what they use stops
+        wait_until(lambda: config.min_replicas == 0 or bool(actuator.ready()))
+        start = time.monotonic()
+        results = replay_and_drain(gateway.url, workload, config.drain_s)
     return TwinResult(timeline, results, decisions)
 
 

@@ -33,7 +33,6 @@ Prometheus outage and the load generator's results:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -53,11 +52,12 @@ from typing import Any
 import yaml
 
 from controller.server import run_server_in_thread
-from simulator.loadgen.replay import RequestResult, replay
+from simulator.loadgen.replay import RequestResult
 from simulator.stub.app import StubConfig
 from simulator.twin.apiserver import KubeEmulator, Write
 from simulator.twin.replicas import ReplicaActuator, create_gateway
 from simulator.twin.run import PrometheusProcess, spike
+from simulator.twin.session import every, replay_and_drain, stop_threads, wait_until
 
 NAMESPACE, DEPLOYMENT, LEASE = "default", "llm", "kis-soak"
 POLICY = Path(__file__).resolve().parents[2] / "controller" / "policies" / "default"
@@ -257,18 +257,8 @@ def run_soak(config: SoakConfig = SoakConfig(), *, on_event: Callable[[float, st
         if on_event:
             on_event(now(), what)
 
-    def every(interval_s: float, fn: Callable[[], None]) -> threading.Thread:
-        def loop() -> None:
-            while not stop.is_set():
-                try:
-                    fn()
-                except Exception as exc:  # a sampler must not end the soak
-                    faults.append((now(), f"sampler error: {type(exc).__name__}: {exc}"))
-                stop.wait(interval_s)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        return thread
+    def sampler_error(exc: Exception) -> None:  # a sampler must not end the soak
+        faults.append((now(), f"sampler error: {type(exc).__name__}: {exc}"))
 
     def sample() -> None:
         dep = emulator.get("deployments", NAMESPACE, DEPLOYMENT)
@@ -369,26 +359,18 @@ def run_soak(config: SoakConfig = SoakConfig(), *, on_event: Callable[[float, st
     threads: list[threading.Thread] = []
     requests: list[RequestResult] = []
     try:
-        threads.append(every(0.3, actuator.sync))
-        deadline = time.monotonic() + 60
-        while not (actuator.ready() and any(h for h in emulator.holders().values())) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not actuator.ready() or not any(emulator.holders().values()):
+        threads.append(every(0.3, stop, actuator.sync, sampler_error))
+        if not wait_until(lambda: bool(actuator.ready()) and any(emulator.holders().values())):
             raise RuntimeError(f"the soak did not start: ready replicas {len(actuator.ready())}, lease holders {emulator.holders()}")
         start.update(mono=time.monotonic(), wall=time.time())
-        threads += [every(0.5, sample), every(0.1, watch_for_scale_down), every(0.5, restart_killed)]
+        threads += [every(0.5, stop, fn, sampler_error) for fn in (sample, restart_killed)] + [every(0.1, stop, watch_for_scale_down, sampler_error)]
         faults_runner = threading.Thread(target=faults_thread, daemon=True)
         faults_runner.start()
         threads.append(faults_runner)
         workload = spike(config.duration_s, config.base_rate, config.peak_rate, config.spike_start_s, config.spike_length_s)
-        requests = asyncio.run(replay(gateway.url, workload, concurrency_limit=512, timeout_s=120))
-        end = time.monotonic() + config.drain_s
-        while time.monotonic() < end:
-            time.sleep(0.5)
+        requests = replay_and_drain(gateway.url, workload, config.drain_s)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(5)
+        stop_threads(stop, threads)
         for controller in controllers.values():
             controller.stop()
         gateway.stop()
