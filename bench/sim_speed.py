@@ -6,11 +6,13 @@ at the same trace's rate (target: 2,000 steps/s), with where the time goes.
     .venv/bin/python bench/sim_speed.py [--out bench/results/sim_speed.md]
     .venv/bin/python bench/sim_speed.py --baseline REV [--rounds 5] [--instructions]   # env steps/s: REV's code vs this tree
 
-``--baseline`` runs the env measurement in fresh processes on this tree and
-on ``git archive REV`` (simulator/ and controller/ only) in turn, ``--rounds``
-times, and reports the medians and their ratio; ``--instructions`` also counts
-the instructions of two episodes under valgrind (callgrind), a figure that
-other load on the machine does not move.
+``--baseline`` runs the env measurement in fresh processes on ``git archive
+REV`` (simulator/ and controller/ only), on this tree from source
+(``KIS_PURE_PYTHON=1``) and on this tree's compiled engine (when
+``scripts/compile_engine`` has built it) in turn, ``--rounds`` times, and
+reports the medians and their ratios; ``--instructions`` also counts the
+instructions of two episodes under valgrind (callgrind), a figure that other
+load on the machine does not move.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from simulator import compiled
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.runner import simulate
 from simulator.workloads.catalog import load_trace
@@ -80,6 +83,7 @@ def profile_top(fn, n: int = 12) -> str:
 _ENV_PROBE = """
 import sys, time
 from pathlib import Path
+from simulator import compiled
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.envs.autoscale import AutoscaleEnv
 from simulator.workloads.catalog import load_trace
@@ -109,8 +113,9 @@ else:
 """
 
 
-def _probe(tree: Path | None, *args: str, valgrind: bool = False) -> str:
+def _probe(tree: Path | None, *args: str, valgrind: bool = False, pure: bool = False) -> str:
     env = {**os.environ, "PYTHONPATH": str(tree)} if tree else {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in env.items() if k != compiled.PURE_ENV} | ({compiled.PURE_ENV: "1"} if pure else {})
     command = [sys.executable, "-c", _ENV_PROBE, str(TRACE), *args]
     if valgrind:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", *command]
@@ -120,29 +125,34 @@ def _probe(tree: Path | None, *args: str, valgrind: bool = False) -> str:
 
 
 def compare_with(rev: str, rounds: int, instructions: bool) -> str:
-    """Env steps/s of ``rev``'s simulator against this tree's, in alternating fresh processes."""
+    """Env steps/s of ``rev``'s simulator against this tree's (from source, and compiled when built), in alternating fresh processes."""
     tree = Path(tempfile.mkdtemp(prefix="kis-baseline-"))
     try:
         archive = subprocess.run(["git", "archive", rev, "simulator", "controller"], capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-        rates: dict[str, list[float]] = {rev: [], "this tree": []}
+        arms = {f"`{rev}`": (tree, False), "this tree, from source": (None, True)}
+        if compiled.state() == "current":
+            arms["this tree, compiled (mypyc)"] = (None, False)
+        rates: dict[str, list[float]] = {name: [] for name in arms}
         for _ in range(rounds):
-            for name, where in ((rev, tree), ("this tree", None)):
-                rates[name].append(float(_probe(where, "5").split()[-1]))
+            for name, (where, pure) in arms.items():
+                rates[name].append(float(_probe(where, "5", pure=pure).split()[-1]))
                 print(f"{name}: {rates[name][-1]:,.0f} steps/s", flush=True)
-        before, after = statistics.median(rates[rev]), statistics.median(rates["this tree"])
-        rows = [f"| `{rev}` | {before:,.0f} | {min(rates[rev]):,.0f} / {max(rates[rev]):,.0f} |",
-                f"| this tree | {after:,.0f} | {min(rates['this tree']):,.0f} / {max(rates['this tree']):,.0f} |"]
+        before = statistics.median(rates[f"`{rev}`"])
+        rows = [f"| {name} | {statistics.median(r):,.0f} | {min(r):,.0f} / {max(r):,.0f} | {statistics.median(r) / before:.2f}x |"
+                for name, r in rates.items()]
         text = (f"Env steps per CPU-second, best of 5 episodes per process, median over {rounds} alternating processes; "
-                f"load average {os.getloadavg()[0]:.1f} at the end.\n\n| code | steps/s (median) | min / max |\n|---|---:|---:|\n"
-                + "\n".join(rows) + f"\n\nSpeed-up: **{after / before:.2f}x**.\n")
+                f"load average {os.getloadavg()[0]:.1f} at the end.\n\n| code | steps/s (median) | min / max | vs `{rev}` |\n"
+                "|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
         if instructions and shutil.which("valgrind"):
-            def count(where):
-                line = next(x for x in _probe(where, "instructions", valgrind=True).splitlines() if "Collected" in x)
+            def count(where, pure):
+                line = next(x for x in _probe(where, "instructions", valgrind=True, pure=pure).splitlines() if "Collected" in x)
                 return int(line.split()[-1]) / 2
-            ir_before, ir_after = count(tree), count(None)
-            text += (f"\nInstructions per episode (callgrind, two episodes after a warm-up): `{rev}` {ir_before / 1e9:.3f} G, "
-                     f"this tree {ir_after / 1e9:.3f} G: **{ir_before / ir_after:.2f}x** fewer.\n")
+            counts = {name: count(where, pure) for name, (where, pure) in arms.items()}
+            base = counts[f"`{rev}`"]
+            text += ("\nInstructions per episode (callgrind, two episodes after a warm-up): "
+                     + ", ".join(f"{name} {n / 1e9:.3f} G ({base / n:.2f}x fewer)" if n != base else f"{name} {n / 1e9:.3f} G"
+                                 for name, n in counts.items()) + ".\n")
         return text
     finally:
         shutil.rmtree(tree, ignore_errors=True)
@@ -165,7 +175,8 @@ def main() -> None:
     text = f"""# Simulation speed
 
 Command: `.venv/bin/python bench/sim_speed.py{" --baseline " + args.baseline + " --rounds " + str(args.rounds) + (" --instructions" if args.instructions else "") if args.baseline else ""}`
-Date: {dt.date.today().isoformat()}; machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, one process (one core).
+Date: {dt.date.today().isoformat()}; machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, one process (one core);
+engine: {compiled.in_use()} (`scripts/compile_engine status`; the tables below the first two compare both).
 
 ## Discrete-event simulation, Azure conversation trace (native rate), 4 x H100, llama-8b (kernel timing)
 

@@ -4,6 +4,7 @@ Prometheus that scrapes the stub inference server and the controller's metrics."
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import threading
@@ -92,6 +93,9 @@ def live_targets(prometheus):  # noqa: F811 - pytest fixture
             while not stop.is_set():
                 client.post("/v1/completions", json={"model": "kis-stub", "prompt": "x", "kis": {"prompt_tokens": 200, "output_tokens": 20}})
 
+    # the load threads outlive a test's log capture: httpx's per-request INFO line would hit a closed stream
+    httpx_logger = logging.getLogger("httpx")
+    level, httpx_logger.level = httpx_logger.level, logging.WARNING
     threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
@@ -101,6 +105,7 @@ def live_targets(prometheus):  # noqa: F811 - pytest fixture
     stop.set()
     for t in threads:
         t.join(5)
+    httpx_logger.setLevel(level)
     stub.stop()
     controller.stop()
 

@@ -283,28 +283,32 @@ def first_difference(reference: dict[str, np.ndarray], actual: dict[str, np.ndar
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Record the reference cluster trajectories under tests/data/.")
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Record the reference cluster trajectories under tests/data/, or compare with them.")
     parser.add_argument("--record", action="store_true", help="overwrite the recorded references")
     args = parser.parse_args()
+    same = True
     for name, scenario in SCENARIOS.items():
         out = run(scenario, scenario_workload(scenario))
         n = len(out["req_rid"])
         print(f"{name}: {len(out['snapshots'])} ticks, {n} finished, rejected {int(out['final'][0])}, unserved {int(out['final'][1])}")
-        _record_or_compare(name, out, args.record)
+        same &= _record_or_compare(name, out, args.record)
     out = run_env(env_workload())
     print(f"env: {len(out['rewards'])} steps, {len(out['req_rid'])} finished, return {out['rewards'].sum():.3f}")
-    _record_or_compare("env", out, args.record)
+    same &= _record_or_compare("env", out, args.record)
+    return 0 if same else 1
 
 
-def _record_or_compare(name: str, out: dict[str, np.ndarray], record: bool) -> None:
+def _record_or_compare(name: str, out: dict[str, np.ndarray], record: bool) -> bool:
+    """Whether ``out`` is the recorded reference (always, after recording it)."""
     if record:
         DATA.mkdir(exist_ok=True)
         np.savez_compressed(reference_path(name), **out)
-    else:
-        reference = dict(np.load(reference_path(name)))
-        print("  ", first_difference(reference, out) or "same as recorded")
+        return True
+    difference = first_difference(dict(np.load(reference_path(name))), out)
+    print("  ", difference or "same as recorded")
+    return difference is None
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

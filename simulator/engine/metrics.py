@@ -35,6 +35,9 @@ class Histogram:
     def snapshot(self) -> tuple[float, ...]:
         return tuple(self.counts)
 
+    def __reduce__(self) -> tuple:  # copy and pickle through the constructor (also when compiled, see simulator.compiled)
+        return Histogram, (self.bounds, self.counts, self.total, self.count)
+
 
 class MetricSink:
     """Counters and histograms of one or more replicas.
@@ -54,8 +57,15 @@ class MetricSink:
         h = self._histograms
         self._ttft, self._e2e, self._queue, self._itl = h[sig.TTFT_HIST], h[sig.E2E_HIST], h[sig.QUEUE_HIST], h[sig.ITL_HIST]
         self._pending: list[tuple] = []
-        #: Record a finished request: a :class:`~simulator.engine.replica.FinishedRequest` (or a tuple of its fields).
-        self.add_finished = self._pending.append
+
+    def add_finished(self, done: tuple) -> None:
+        """Record a finished request: a :class:`~simulator.engine.replica.FinishedRequest` (or a tuple of its fields)."""
+        self._pending.append(done)
+
+    def __reduce__(self) -> tuple:
+        """Copy and pickle: the counters, the histograms and the requests not yet observed."""
+        return _restore_sink, (self.prompt_tokens, self.generation_tokens, self.busy_seconds, self._request_success, self._histograms,
+                               self._pending)
 
     @property
     def histograms(self) -> dict[str, Histogram]:
@@ -122,3 +132,13 @@ class MetricSink:
             sig.GENERATION_TOKENS: self.generation_tokens,
             sig.REQUEST_SUCCESS: self.request_success,
         }
+
+
+def _restore_sink(prompt_tokens: float, generation_tokens: float, busy_seconds: float, request_success: float,
+                  histograms: dict[str, Histogram], pending: list[tuple]) -> MetricSink:
+    sink = MetricSink()
+    sink.prompt_tokens, sink.generation_tokens, sink.busy_seconds, sink._request_success = prompt_tokens, generation_tokens, busy_seconds, request_success
+    sink._histograms, sink._pending = histograms, pending
+    h = histograms
+    sink._ttft, sink._e2e, sink._queue, sink._itl = h[sig.TTFT_HIST], h[sig.E2E_HIST], h[sig.QUEUE_HIST], h[sig.ITL_HIST]
+    return sink

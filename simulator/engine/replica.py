@@ -58,6 +58,9 @@ class EngineConfig:
         if self.max_waiting is not None and self.max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0 or None, got {self.max_waiting}")
 
+    def __reduce__(self) -> tuple:  # copy and pickle through the constructor (also when compiled, see simulator.compiled)
+        return EngineConfig, (self.kv_capacity_tokens, self.max_num_seqs, self.max_batched_tokens, self.max_waiting)
+
 
 class FinishedRequest(NamedTuple):
     """Timeline of one served request (seconds, simulation time)."""
@@ -103,6 +106,17 @@ class _Request:
         self.first_token = math.nan
         self.finish_step = 0
 
+    def __reduce__(self) -> tuple:
+        return _restore_request, (self.rid, self.arrival, self.prompt, self.output, self.prefilled, self.admitted, self.first_token,
+                                  self.finish_step)
+
+
+def _restore_request(rid: int, arrival: float, prompt: int, output: int, prefilled: int, admitted: float, first_token: float,
+                     finish_step: int) -> _Request:
+    request = _Request(rid, arrival, prompt, output)
+    request.prefilled, request.admitted, request.first_token, request.finish_step = prefilled, admitted, first_token, finish_step
+    return request
+
 
 _INF = math.inf
 _new_finished = tuple.__new__  # FinishedRequest without its Python-level __new__ (same tuple)
@@ -145,6 +159,10 @@ class ReplicaEngine:
         self._decode_for = decode_times(model)
         self._decode_n = 0
         self._decode_time = self._decode_for(0)
+
+    def __reduce__(self) -> tuple:
+        """Copy and pickle: the constructor's arguments and the state (the decode-time functions are rebuilt from the model)."""
+        return _restore_engine, (self.model, self.config, self.sink, {name: getattr(self, name) for name in _ENGINE_STATE})
 
     # ----------------------------------------------------------------- state
     @property
@@ -366,3 +384,16 @@ class ReplicaEngine:
         self.finished.append(done)
         self.sink.add_finished(done)
         self.last_finish_s = now
+
+
+#: What an engine holds beyond its constructor's arguments (:meth:`ReplicaEngine.__reduce__`).
+_ENGINE_STATE = ("clock", "busy_s", "finished", "outstanding_tokens", "num_outstanding", "last_finish_s", "finish_bound_s", "_active",
+                 "_waiting", "_prefilling", "_decoding", "_step", "_seq", "_decode_context", "_reserved", "_decode_n")
+
+
+def _restore_engine(model: IterationTimeModel, config: EngineConfig, sink: MetricSink, state: dict) -> ReplicaEngine:
+    engine = ReplicaEngine(model, config, sink=sink)
+    for name, value in state.items():
+        setattr(engine, name, value)
+    engine._decode_time = engine._decode_for(engine._decode_n)
+    return engine

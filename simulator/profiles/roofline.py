@@ -98,6 +98,9 @@ class CalibrationParams:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def __reduce__(self) -> tuple:  # copy and pickle through the constructor (also when compiled, see simulator.compiled)
+        return CalibrationParams, tuple(getattr(self, f.name) for f in fields(self))
+
     @classmethod
     def from_mapping(cls, data: object, where: str = "calibration") -> CalibrationParams:
         if not isinstance(data, dict):
@@ -173,7 +176,11 @@ class SpecLatencyModel:
         self._floor = p.host_kernel_us * self.kernels / 1000.0 if timing == "wall" and not mode.cuda_graphs else 0.0
         self._decode_times: dict[int, Callable[[float], float]] = {}
 
-    def terms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float, prefill_seqs: int = 1) -> dict[str, float]:
+    def __reduce__(self) -> tuple:
+        """Copy and pickle through the constructor (the coefficients and the decode-time cache are rebuilt)."""
+        return _restore_model, (self.gpu, self.shape, self.params, self.tp, self.mode, self.timing)
+
+    def terms(self, prefill_tokens: float, prefill_context: float, decode_batch: float, decode_context: float, prefill_seqs: float = 1) -> dict[str, float]:
         """The parts of one iteration in milliseconds (their sum is the GPU time; ``host_floor`` bounds it below)."""
         tokens = prefill_tokens + decode_batch
         sampled = decode_batch + (prefill_seqs if prefill_tokens else 0)
@@ -187,13 +194,13 @@ class SpecLatencyModel:
             "host_floor": self._floor,
         }
 
-    def iteration_ms(self, prefill_tokens: int, prefill_context: float, decode_batch: int, decode_context: float, prefill_seqs: int = 1) -> float:
+    def iteration_ms(self, prefill_tokens: float, prefill_context: float, decode_batch: float, decode_context: float, prefill_seqs: float = 1) -> float:
         tokens = prefill_tokens + decode_batch
         total = (self._batch_ms(tokens, decode_batch + (prefill_seqs if prefill_tokens else 0))
                  + self._attn_p * prefill_context + self._attn_d * decode_context)
         return total if total > self._floor else self._floor
 
-    def _batch_ms(self, tokens: int, sampled: int) -> float:
+    def _batch_ms(self, tokens: float, sampled: float) -> float:
         """The terms that do not depend on the context, summed in :meth:`iteration_ms`'s order."""
         lin = self._lin_c * tokens
         head = self._head_c * sampled
@@ -228,3 +235,7 @@ class SpecLatencyModel:
         copy_passes, read_passes = self.mode.kv_passes(self.shape.num_attention_heads / self.shape.num_key_value_heads)
         cached = batch * context_len * self.shape.kv_bytes_per_token(DTYPE_BYTES) / self.tp
         return cached * copy_passes, cached * read_passes
+
+
+def _restore_model(gpu: GpuSpec, shape: ModelShape, params: CalibrationParams, tp: int, mode: EngineMode, timing: str) -> SpecLatencyModel:
+    return SpecLatencyModel(gpu, shape, params, tp=tp, engine=mode, timing=timing)
