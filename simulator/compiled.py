@@ -1,7 +1,8 @@
 """The simulator's hot path compiled with mypyc, and the guard that keeps it honest.
 
 The modules in :data:`MODULES` (the serving engine's iteration loop, its
-iteration-time model and its metric sink) are plain, typed Python. `mypyc
+iteration-time model, metric sink and kernel activity, the cluster's event
+loop and its telemetry) are plain, typed Python. `mypyc
 <https://mypyc.readthedocs.io>`_ compiles them to C extensions that sit next
 to their sources, which Python imports in preference to the ``.py`` files:
 the same code, several times faster, with the same results (IEEE doubles
@@ -34,8 +35,10 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Compiled together (one mypyc group: calls between them stay native).
-MODULES = ("simulator.engine.replica", "simulator.engine.metrics", "simulator.profiles.roofline")
+#: Compiled together (one mypyc group: calls between them stay native). Not the router: mypyc does not
+#: compile its runtime-checkable protocols, and it is not where the time goes.
+MODULES = ("simulator.engine.replica", "simulator.engine.metrics", "simulator.engine.activity", "simulator.profiles.roofline",
+           "simulator.cluster.cluster", "simulator.cluster.telemetry")
 GROUP = "simulator.compiled_engine"
 MANIFEST = ROOT / "simulator" / "compiled_engine.json"
 #: Set to any non-empty value but ``0`` to load :data:`MODULES` from source.
@@ -47,39 +50,52 @@ def source_of(module: str) -> Path:
 
 
 def built_files() -> list[Path]:
-    """The extension modules a build left in the tree (the modules' and the group's shared library)."""
-    names = [m.rsplit(".", 1)[-1] for m in MODULES] + [GROUP.rsplit(".", 1)[-1] + "__mypyc"]
-    dirs = {source_of(m).parent for m in MODULES} | {source_of(GROUP).parent}
-    return sorted(p for d in dirs for p in d.glob("*.so") if p.name.split(".", 1)[0] in names)
+    """The extension modules under ``simulator/``: only a build puts them there (also one of another module set)."""
+    return sorted((ROOT / "simulator").rglob("*.so"))
+
+
+def module_of(extension: Path) -> str:
+    """``simulator/engine/replica.cpython-311-x86_64-linux-gnu.so`` -> ``simulator.engine.replica``."""
+    return ".".join(extension.relative_to(ROOT).with_name(extension.name.split(".", 1)[0]).parts)
+
+
+def expected_modules() -> set[str]:
+    """The extension modules a build of :data:`MODULES` leaves (theirs and the group's shared library)."""
+    return set(MODULES) | {GROUP + "__mypyc"}
 
 
 def digests() -> dict[str, str]:
     return {m: hashlib.sha256(source_of(m).read_bytes()).hexdigest() for m in MODULES}
 
 
-def judge(built: bool, recorded: object, sources: dict[str, str]) -> str:
-    """``absent`` (no build), ``current`` (built from these sources: the recorded hashes are theirs) or ``stale``."""
+def judge(built: set[str], recorded: object, sources: dict[str, str]) -> str:
+    """``absent`` (no extension modules), ``current`` (exactly this build's, from these sources: the recorded hashes
+    are theirs) or ``stale``."""
     if not built:
         return "absent"
-    return "current" if recorded == sources else "stale"
+    return "current" if recorded == sources and built == expected_modules() else "stale"
 
 
 def state() -> str:
     """The build in this tree, judged (see :func:`judge`)."""
-    if not built_files():
+    built = {module_of(p) for p in built_files()}
+    if not built:
         return "absent"
     try:
         recorded = json.loads(MANIFEST.read_text())
     except (OSError, ValueError):
         recorded = None
-    return judge(True, recorded, digests())
+    return judge(built, recorded, digests())
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
-    """Finds :data:`MODULES` as their ``.py`` files, ahead of the compiled extensions beside them."""
+    """Finds :data:`MODULES`, and any other module with an extension beside it, as their ``.py`` files."""
+
+    def __init__(self) -> None:
+        self.modules = set(MODULES) | {module_of(p) for p in built_files()}
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 (the finder protocol)
-        if fullname not in MODULES:
+        if fullname not in self.modules or not source_of(fullname).is_file():
             return None
         return importlib.util.spec_from_file_location(fullname, source_of(fullname))
 

@@ -23,12 +23,20 @@ def python(code: str, *, pure: bool = False, path: Path = ROOT) -> subprocess.Co
     return subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=path, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_the_build_is_judged_by_the_hashes_of_its_sources():
+def test_the_build_is_judged_by_the_hashes_of_its_sources_and_its_modules():
     sources = {"simulator.engine.replica": "ab", "simulator.engine.metrics": "cd"}
-    assert compiled.judge(False, sources, sources) == "absent"
-    assert compiled.judge(True, dict(sources), sources) == "current"
-    assert compiled.judge(True, {**sources, "simulator.engine.replica": "00"}, sources) == "stale"
-    assert compiled.judge(True, None, sources) == "stale"  # a build without its manifest
+    built = compiled.expected_modules()
+    assert compiled.judge(set(), sources, sources) == "absent"
+    assert compiled.judge(built, dict(sources), sources) == "current"
+    assert compiled.judge(built, {**sources, "simulator.engine.replica": "00"}, sources) == "stale"
+    assert compiled.judge(built, None, sources) == "stale"  # a build without its manifest
+    assert compiled.judge(built | {"simulator.cluster.router"}, sources, sources) == "stale"  # left by a build of another set
+    assert compiled.judge(built - {"simulator.engine.replica"}, sources, sources) == "stale"
+
+
+def test_extension_paths_name_their_modules():
+    assert compiled.module_of(compiled.ROOT / "simulator/engine/replica.cpython-311-x86_64-linux-gnu.so") == "simulator.engine.replica"
+    assert compiled.module_of(compiled.ROOT / "simulator/compiled_engine__mypyc.cpython-311-x86_64-linux-gnu.so") == compiled.GROUP + "__mypyc"
 
 
 def test_pure_python_is_loaded_when_asked_for():

@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -190,7 +191,7 @@ class Cluster:
         return self._closed_gpu_s + sum(self.now - p.scheduled_s for p in self._billed)
 
     def cost_usd(self) -> float:
-        return self._closed_cost + sum((self.now - p.scheduled_s) * p.node.pool.price_per_gpu_s for p in self._billed)
+        return self._closed_cost + sum((self.now - p.scheduled_s) * cast(Node, p.node).pool.price_per_gpu_s for p in self._billed)
 
     # ------------------------------------------------------------ control
     def scale(self, replicas: int) -> None:
@@ -285,17 +286,17 @@ class Cluster:
         self.recorder.record(now, self.sink)
         snap = self.recorder.signals()
         serving = self._ready
-        snap["requests_running"] = float(sum(p.engine.num_running for p in serving))  # type: ignore[union-attr]
-        snap["requests_waiting"] = float(sum(p.engine.num_waiting for p in serving))  # type: ignore[union-attr]
+        snap["requests_running"] = float(sum(cast(ReplicaEngine, p.engine).num_running for p in serving))
+        snap["requests_waiting"] = float(sum(cast(ReplicaEngine, p.engine).num_waiting for p in serving))
         snap[sig.REPLICAS_REPORTING] = float(len(serving))
         snap[sig.REPLICAS_PENDING] = float(self.pending_pods)
         snap[sig.GATEWAY_PENDING] = float(len(self._gateway))
         snap[sig.CONCURRENCY_STABLE] = self.concurrency_average(self.windows["stable_window"])
         snap[sig.CONCURRENCY_PANIC] = self.concurrency_average(self.windows["panic_window"])
         if self._ready:
-            snap["kv_cache_usage"] = sum(p.engine.kv_cache_usage for p in self._ready) / len(self._ready)  # type: ignore[union-attr]
+            snap["kv_cache_usage"] = sum(cast(ReplicaEngine, p.engine).kv_cache_usage for p in self._ready) / len(self._ready)
             # DCGM_FI_DEV_GPU_UTIL of each ready pod (percent of the last second with a kernel running), averaged
-            utils = [pod.activity.utilization(pod.engine, now) for pod in self._ready]  # type: ignore[arg-type]
+            utils = [pod.activity.utilization(cast(ReplicaEngine, pod.engine), now) for pod in self._ready]
             snap["gpu_utilization"] = sum(utils) / len(utils)
         else:
             snap["kv_cache_usage"] = math.nan
@@ -427,15 +428,17 @@ class Cluster:
         synced = []
         for pod in ready:
             engine = pod.engine
+            if engine is None:  # never, for a Ready pod (narrows the type)
+                continue
             if now >= engine.finish_bound_s:  # engine.sync(now), written out: once per replica per arrival
                 engine.advance(now)
                 synced.append(engine)
         prompt, output = self._prompts[i], self._outputs[i]
         pod = ready[self.router.choose(ready, prompt, output)] if len(ready) > 1 else ready[0]
-        engine = pod.engine
+        engine = cast(ReplicaEngine, pod.engine)
         if engine not in synced:  # a second advance(now) in a row changes nothing
             engine.advance(now)
-        pod.activity.before_submit(engine, now)  # type: ignore[arg-type]
+        pod.activity.before_submit(engine, now)
         if not engine.submit(i, self._arrivals[i], prompt, output):
             self.rejected += 1
 
