@@ -8,7 +8,7 @@ counts only the misses that scaling could have avoided.
 
 from __future__ import annotations
 
-from weakref import WeakKeyDictionary
+from collections import OrderedDict
 
 import numpy as np
 
@@ -27,8 +27,21 @@ def isolated_ttft_s(model: IterationTimeModel, engine: EngineConfig, prompt_toke
     return total_ms / 1000.0
 
 
-#: Per latency model: isolated TTFT by (token budget, prompt) and one-sequence decode time by context (episodes repeat lengths).
-_TIMES: WeakKeyDictionary[IterationTimeModel, dict[tuple[int, int], float]] = WeakKeyDictionary()
+#: Per latency model (by identity, the model kept alive with its entry; compiled models take no weak references):
+#: isolated TTFT by (token budget, prompt) and one-sequence decode time by context (episodes repeat lengths).
+_TIMES: OrderedDict[int, tuple[IterationTimeModel, dict[tuple[int, int], float]]] = OrderedDict()
+#: The models whose times are kept, most recent last.
+_MODELS_KEPT = 16
+
+
+def _times_of(model: IterationTimeModel) -> dict[tuple[int, int], float]:
+    entry = _TIMES.get(id(model))
+    if entry is None or entry[0] is not model:
+        entry = _TIMES[id(model)] = (model, {})
+        while len(_TIMES) > _MODELS_KEPT:
+            _TIMES.popitem(last=False)
+    _TIMES.move_to_end(id(model))
+    return entry[1]
 
 
 def feasible(model: IterationTimeModel, engine: EngineConfig, slo: SLO, prompt_tokens: np.ndarray,
@@ -36,10 +49,7 @@ def feasible(model: IterationTimeModel, engine: EngineConfig, slo: SLO, prompt_t
     """Per request: could it meet ``slo`` on an idle replica (and fit the KV cache at all)?"""
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
-    try:
-        times = _TIMES.setdefault(model, {})
-    except TypeError:  # a model that cannot be weakly referenced or hashed: nothing kept
-        times = {}
+    times = _times_of(model)
     budget = engine.max_batched_tokens
     unique, inverse = np.unique(prompts, return_inverse=True)
     ttft = np.array([_known(times, (budget, p), lambda p=p: isolated_ttft_s(model, engine, p)) for p in unique.tolist()])[inverse]
