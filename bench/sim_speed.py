@@ -52,19 +52,27 @@ def time_simulation(workload, repeats: int = 3) -> tuple[float, dict]:
     return best, summary
 
 
-def time_env(workload, steps_cap: int = 100_000) -> tuple[float, int]:
+def time_env(workload, episodes: int = 5) -> tuple[float, int]:
+    """CPU seconds and steps of the fastest of ``episodes`` episodes (reset included), after one to warm up."""
     from simulator.envs.autoscale import AutoscaleEnv
 
     env = AutoscaleEnv(CONFIG, lambda rng: workload, max_replicas=8, initial_replicas=4)
-    env.reset(seed=0)
-    steps = 0
-    start = time.perf_counter()
-    while steps < steps_cap:
-        _, _, _, truncated, _ = env.step(2)  # hold
-        steps += 1
-        if truncated:
-            break
-    return time.perf_counter() - start, steps
+
+    def episode() -> int:
+        env.reset(seed=0)
+        steps = 0
+        while True:
+            steps += 1
+            if env.step(2)[3]:  # hold, until truncated
+                return steps
+
+    episode()
+    best = (float("inf"), 0)
+    for _ in range(episodes):
+        start = time.process_time()
+        steps = episode()
+        best = min(best, (time.process_time() - start, steps))
+    return best
 
 
 def profile_top(fn, n: int = 12) -> str:
@@ -195,7 +203,7 @@ engine: {compiled.in_use()} (`scripts/compile_engine status`; the tables below t
 | metric | value | target |
 |---|---:|---:|
 | env steps | {env_steps:,} | |
-| env steps per second | {env_rate:,.0f} | >= 2,000 |
+| env steps per CPU-second (best of 5 episodes after a warm-up) | {env_rate:,.0f} | >= 2,000 |
 
 {"## Before and after (same trace and cluster)" + chr(10) + chr(10) + comparison + chr(10) if comparison else ""}## Where the time goes (cProfile, one simulation, top functions by own time)
 
