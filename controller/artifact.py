@@ -237,11 +237,18 @@ def _check_action(meta_path: Path, action: Any) -> ActionMap:
     return ActionMap(kind, tuple(values))  # type: ignore[arg-type]
 
 
+#: Planner fields added after artifacts were first written, with the value that reproduces an artifact that
+#: records its planner without them (the planner it was trained with had no such behaviour).
+PLANNER_FIELDS_ADDED: dict[str, Any] = {"peak_hold_s": None}
+
+
 def _check_planner(meta_path: Path, planner: Any) -> dict[str, Any]:
     if planner is None:
         return {}
     if not isinstance(planner, dict):
         raise _fail(meta_path, f"'planner' must be an object of planner parameters, got {planner!r}")
+    if planner:  # an artifact records every field of its planner; one recorded before a field existed lacks it
+        planner = {**{k: v for k, v in PLANNER_FIELDS_ADDED.items() if k not in planner}, **planner}
     try:
         PlannerPolicy(**planner)
     except (TypeError, ValueError) as exc:

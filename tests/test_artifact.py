@@ -18,6 +18,7 @@ from controller.capacity import CapacityProfile
 from controller.observation import FEATURE_NAMES, OBSERVATION_SIZE, schema_description
 from controller.policies.base import PolicyContext
 from controller.policies.learned import LearnedPolicy, LearnedState
+from controller.policies.planner import PlannerPolicy
 from controller.slo import SLO
 
 STEPS = [-2, -1, 0, 1, 2]
@@ -92,9 +93,20 @@ def test_good_artifact_loads_with_its_metadata(linear):
     folder, _, _ = linear
     artifact = load_artifact(folder)
     assert (artifact.action_map.kind, artifact.action_map.values) == ("step", tuple(STEPS))
-    assert artifact.planner == {"target_utilization": 0.8} and artifact.feature_range is None and artifact.capacity == CAPACITY
+    # a planner recorded before the peak hold existed is the planner it was trained with: no hold
+    assert artifact.planner == {"target_utilization": 0.8, "peak_hold_s": None}
+    assert artifact.feature_range is None and artifact.capacity == CAPACITY
     assert artifact.output == "scores" and artifact.provenance == {"algorithm": "test", "seed": 0}
     assert load_artifact(folder / "metadata.json").action_map == artifact.action_map  # the metadata path works too
+    assert LearnedPolicy.from_artifact(artifact).planner.peak_hold_s is None
+
+
+def test_a_planner_that_records_the_peak_hold_keeps_it_and_an_empty_one_takes_the_defaults(tmp_path, linear):
+    blob = (linear[0] / "policy.onnx").read_bytes()
+    held = load_artifact(write(tmp_path / "held", blob, metadata(blob, planner={"target_utilization": 0.8, "peak_hold_s": 900.0})))
+    assert LearnedPolicy.from_artifact(held).planner.peak_hold_s == 900.0
+    plain = load_artifact(write(tmp_path / "plain", blob, metadata(blob, planner={})))
+    assert LearnedPolicy.from_artifact(plain).planner == PlannerPolicy()
 
 
 def test_deterministic_actions_are_the_argmax_of_the_linear_model(linear):

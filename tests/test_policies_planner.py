@@ -131,6 +131,27 @@ def test_a_burst_resets_the_consolidation_clock():
     assert state.fits_since_s is not None and state.fits_since_s >= 45
 
 
+def test_the_recent_peak_holds_the_fleet_through_a_silence_between_bursts():
+    """16 req/s until 60 s (confirmed at 45 s), then near silence (0.1 req/s), on 5 replicas. A scale-down
+    must fit the peak decayed with a 600 s time constant, at 80% x 0.9 = 2.88 req/s per replica: 4 replicas
+    hold 11.52 req/s, which 16 x exp(-(t - 45) / 600) reaches after 197 s (t = 242, the decision at 255),
+    then the 60 s delay: 4 at 315. 3 hold 8.64 (t = 415: 3 at 480), 2 hold 5.76 (t = 658: 2 at 720).
+    Without the peak the planner sheds to 1 at 120 s, a minute after the burst."""
+    changes = {}
+    for hold in (600.0, None):
+        planner = PlannerPolicy(horizon_s=0.0, scale_down_delay_s=60.0, burst_z=0.0, burst_window_s=15.0, peak_hold_s=hold,
+                                **EXACT_MIX)
+        state, fleet, changes[hold] = planner.initial_state(), 5, []
+        for t in range(0, 900, 15):
+            proposal, state = planner.decide(snap(16.0 if t < 60 else 0.1), ctx(fleet, now=float(t)), state)
+            if proposal.replicas != fleet:
+                changes[hold].append((t, proposal.replicas))
+            fleet = proposal.replicas
+    assert changes[600.0] == [(315, 4), (480, 3), (720, 2)]
+    assert changes[None] == [(120, 1)]
+    assert PlannerPolicy().peak_hold_s == 600.0 and build_policy({"type": "planner", "peakHoldS": 300}).peak_hold_s == 300.0
+
+
 def test_without_a_request_rate_it_holds_or_adds_one_for_a_queue():
     planner = PlannerPolicy()
     empty = {"requests_waiting": 0.0, "requests_running": 0.0, "request_rate": math.nan}
@@ -154,7 +175,8 @@ def test_through_decide_with_the_registry_spec_and_its_own_window():
 
 
 @pytest.mark.parametrize("kwargs", [{"target_utilization": 0}, {"target_utilization": 5}, {"scale_down_margin": 1.5},
-                                    {"drain_s": 0}, {"scale_down_delay_s": -1}, {"mix_smoothing": 0}, {"alpha": 0}])
+                                    {"drain_s": 0}, {"scale_down_delay_s": -1}, {"mix_smoothing": 0}, {"alpha": 0},
+                                    {"peak_hold_s": 0}])
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         PlannerPolicy(**kwargs)

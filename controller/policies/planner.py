@@ -24,10 +24,13 @@ Each decision:
    exceeds the current replicas. A fleet's capacity per replica grows with its
    size (the router evens out bursts; the profile's pooled measurement).
 4. **Scale down only after a consolidation check**: the largest of the
-   demand now, the smoothed level and the forecast fits on fewer replicas at
-   ``target_utilization x scale_down_margin`` of their capacity, and has fit
-   continuously for ``scale_down_delay_s`` (two horizons by default). Never
-   while requests wait and the p95 TTFT is over the SLO.
+   demand now, the smoothed level, the forecast and the recent peak (the
+   highest confirmed demand, decaying with the time constant ``peak_hold_s``)
+   fits on fewer replicas at ``target_utilization x scale_down_margin`` of
+   their capacity, and has fit continuously for ``scale_down_delay_s`` (two
+   horizons by default). The peak keeps a fleet through the silences between
+   bursts that come back (HPA's scale-down window does the same with its
+   recommendations). Never while requests wait and the p95 TTFT is over the SLO.
 
 5. **Latency feedback**, as Dynamo's planner corrects its profile with the
    latency it observes: the profile is measured on Poisson arrivals, and
@@ -71,7 +74,11 @@ class PlannerState:
     :param output_tokens: smoothed mean output length.
     :param fits_since_s: since when a smaller fleet has held the demand (``None``: it does not).
     :param last_in_flight: requests in flight (running + waiting) at the previous decision.
-    :param last_time_s: time of the previous decision."""
+    :param last_time_s: time of the previous decision.
+    :param last_demand: the demand at the previous decision (req/s; NaN before one).
+    :param recent: mean and spread of the recent demand.
+    :param correction: the capacity correction for the latency seen (1: the profile as measured).
+    :param peak: the recent peak of the confirmed demand, decayed (req/s)."""
 
     demand: HoltState = HoltState()
     prompt_tokens: float = DEFAULT_PROMPT_TOKENS
@@ -82,6 +89,7 @@ class PlannerState:
     last_demand: float = math.nan
     recent: Moments = Moments()
     correction: float = 1.0
+    peak: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class PlannerPolicy:
     :param feedback_down: capacity correction per decision while a settled fleet misses the SLO (1: no feedback).
     :param feedback_recovery_s: time constant of the correction's return to the profile while the SLO holds.
     :param min_correction: the lowest correction (a fleet of at most ``1 / min_correction`` times the profile's).
+    :param peak_hold_s: time constant of the recent peak that a scale-down must fit (``None``: no peak).
     """
 
     target_utilization: float = 0.8
@@ -140,6 +149,7 @@ class PlannerPolicy:
     feedback_down: float = 0.85
     feedback_recovery_s: float = 1800.0
     min_correction: float = 0.4
+    peak_hold_s: float | None = 600.0
     name: str = "planner"
     forecaster: Holt = field(init=False, repr=False)
 
@@ -159,6 +169,8 @@ class PlannerPolicy:
             raise ValueError("need scale_down_delay_s >= 0, drain_s > 0 and horizon_s >= 0")
         if not 0 < self.mix_smoothing <= 1:
             raise ValueError(f"mix_smoothing must be in (0, 1], got {self.mix_smoothing}")
+        if self.peak_hold_s is not None and not self.peak_hold_s > 0:
+            raise ValueError(f"peak_hold_s must be positive (or None), got {self.peak_hold_s}")
         if not (0 < self.feedback_down <= 1 and 0 < self.min_correction <= 1 and self.feedback_recovery_s > 0):
             raise ValueError("need feedback_down and min_correction in (0, 1] and feedback_recovery_s > 0")
         object.__setattr__(self, "forecaster", Holt(self.alpha, self.beta))
@@ -214,8 +226,12 @@ class PlannerPolicy:
         bursts = recent.mean + self.burst_z * recent.std if math.isfinite(recent.mean) else confirmed
         demand_ahead = max(trend, bursts, demand_now)  # a burst under way is served now, whatever the trend says
         assessment = Assessment(demand_now, demand_ahead, replica_rps, demand_now / replica_rps, demand_ahead / replica_rps, valid)
+        peak = 0.0
+        if self.peak_hold_s is not None:  # the recent peak, decaying: what a scale-down must still fit
+            decay = math.exp(-max(dt, 0.0) / self.peak_hold_s) if math.isfinite(dt) else 0.0
+            peak = max(confirmed if valid else 0.0, state.peak * decay)
         return assessment, PlannerState(holt, prompt, output, state.fits_since_s, in_flight, ctx.now_s,
-                                        demand_now if valid else state.last_demand, recent, correction)
+                                        demand_now if valid else state.last_demand, recent, correction, peak)
 
     def corrected(self, snapshot: Mapping[str, float], ctx: PolicyContext, state: PlannerState) -> float:
         """The capacity correction after this snapshot's latency (see the module's step 5)."""
@@ -263,7 +279,7 @@ class PlannerPolicy:
         if up >= current:
             return a, Proposal(up, (why,)), _fits(state, None)
         # consolidation: would fewer replicas have held the demand, now and ahead?
-        check = max(a.demand_now, a.demand_ahead, state.demand.level if state.demand.ready else 0.0)
+        check = max(a.demand_now, a.demand_ahead, state.demand.level if state.demand.ready else 0.0, state.peak)
         fits = max(ctx.capacity.fleet(check, *mix, u * self.scale_down_margin, limit), 1 if busy else 0)
         busy_and_late = overloaded(snapshot, ctx)
         if fits >= current or busy_and_late:

@@ -14,7 +14,7 @@ threshold  scale_up_tpm, scale_down_tpm, step_up, step_down
 kpa        target, stable_window_s, panic_window_s, panic_threshold, max_scale_up_rate, max_scale_down_rate,
            activation_scale, scale_to_zero_grace_s
 planner    target_utilization, scale_down_margin, scale_down_delay_s, horizon_s, drain_s, alpha, beta, mix_smoothing,
-           burst_z, burst_window_s, trend_damping_s, feedback_down, feedback_recovery_s, min_correction
+           burst_z, burst_window_s, trend_damping_s, feedback_down, feedback_recovery_s, min_correction, peak_hold_s
            (the capacity profile and cold start come from the autoscaler)
 fixed      replicas
 learned    artifact (folder; relative to ``base_dir``; omitted: the shipped default), deterministic, seed
@@ -126,6 +126,7 @@ class PlannerSpec(_Spec):
     feedback_down: float = Field(0.85, gt=0, le=1)
     feedback_recovery_s: float = Field(1800.0, gt=0)
     min_correction: float = Field(0.4, gt=0, le=1)
+    peak_hold_s: float | None = Field(600.0, gt=0)
 
 
 class FixedSpec(_Spec):
