@@ -11,8 +11,11 @@ variant: SLO attainment (mean and worst episode), the share of episodes that
 reach 99% where the oracle does, and cost relative to the oracle's.
 
     .venv/bin/python bench/planner_tuning.py [--episodes 64] [--workers N | --ray auto]
+    .venv/bin/python bench/planner_tuning.py --artifacts DIR[,DIR] --out out/learned.md   # learned policies instead
 
-It writes ``bench/results/planner_tuning.md`` and ``planner_tuning.png``.
+It writes ``bench/results/planner_tuning.md`` and ``planner_tuning.png``. With ``--artifacts`` the rows are the
+default planner and each learned policy (its network picks the residual step; out of its feature range the
+planner's proposal stands, as served).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ OUT = REPO / "bench" / "results"
 CONFIG = REPO / "configs" / "train" / "ppo.yaml"
 #: Episode seeds start here: not the seeds training resets with (7 to 14, then their streams) nor its evaluation (10,007).
 FIRST_SEED = 5000
+#: A variant named ``artifact:FOLDER`` is that learned policy (``--artifacts``).
+ARTIFACT = "artifact:"
 #: The variants: a name and the PlannerPolicy fields that differ from the defaults.
 VARIANTS: dict[str, dict[str, float | None]] = {
     "default": {},
@@ -54,13 +59,22 @@ VARIANTS: dict[str, dict[str, float | None]] = {
 
 
 def run_episode(config: TrainConfig, cell: tuple[int, str | None]) -> tuple[float, float]:
-    """(SLO attainment, cost in USD) of one episode: the oracle's (variant ``None``) or the planner's."""
+    """(SLO attainment, cost in USD) of one episode: the oracle's (variant ``None``), a planner variant's, or a
+    learned policy's (variant ``artifact:FOLDER``: its network picks the step, around the planner it records)."""
     from simulator.training.envs import make_env
 
     seed, variant = cell
-    planner = VARIANTS[variant] if variant is not None else {}
+    learned = None
+    if variant is not None and variant.startswith(ARTIFACT):
+        from controller.artifact import load_artifact
+        from controller.policies.learned import LearnedPolicy
+
+        artifact = load_artifact(Path(variant[len(ARTIFACT):]))
+        learned, planner = LearnedPolicy.from_artifact(artifact), artifact.planner
+    else:
+        planner = VARIANTS[variant] if variant is not None else {}
     env = make_env(config.model_copy(update={"env": config.env.model_copy(update={"planner": dict(planner)})}))
-    env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     if variant is None:
         from simulator.evaluation.oracle import oracle
 
@@ -72,7 +86,10 @@ def run_episode(config: TrainConfig, cell: tuple[int, str | None]) -> tuple[floa
     misses = completed = cost = 0.0
     truncated = False
     while not truncated:
-        *_, truncated, info = env.step(zero)
+        action = zero
+        if learned is not None and not (learned.feature_range is not None and learned.feature_range.outside(obs)):
+            action = int(learned.actor.actions(obs[None, :], None)[0])  # out of range: the planner's, as served
+        obs, _, _, truncated, info = env.step(action)
         misses, completed, cost = misses + info["slo_misses"], completed + info["completed"], cost + info["cost_usd"]
     return 1.0 - misses / max(completed, 1.0), cost
 
@@ -110,7 +127,8 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, oracle: 
     lines = [
         "# Planner tuning on the training distribution",
         "",
-        f"Command: `.venv/bin/python bench/planner_tuning.py --episodes {args.episodes}`  ",
+        f"Command: `.venv/bin/python bench/planner_tuning.py --episodes {args.episodes}"
+        f"{f' --artifacts {args.artifacts}' if args.artifacts else ''}`  ",
         f"Date: {dt.date.today().isoformat()}; episodes: seeds {FIRST_SEED}..{FIRST_SEED + args.episodes - 1} of "
         f"configs/train/ppo.yaml's randomised traffic (1 h each); {executor}; wall time {seconds:.0f} s.",
         f"The oracle reaches 99% on {100 * float((oracle[:, 0] >= 0.99).mean()):.0f}% of the episodes (mean attainment "
@@ -126,7 +144,7 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, oracle: 
     for name, r in rows.items():
         lines.append(f"| {name} | {100 * r['mean_attainment']:.2f}% | {100 * r['worst_attainment']:.2f}% | "
                      f"{100 * r['reaches_99_where_oracle']:.1f}% | {r['cost_over_oracle_mean']:.2f}x | {r['cost_over_oracle_median']:.2f}x |")
-    lines += ["", "![front](planner_tuning.png)"]
+    lines += ["", f"![variants]({args.out.with_suffix('.png').name})"]
     return "\n".join(lines)
 
 
@@ -135,13 +153,16 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     parser.add_argument("--ray", default=None, help="run on Ray: auto, or ray://HOST:10001")
+    parser.add_argument("--artifacts", default=None, help="learned policies (artifact folders, comma-separated) to run "
+                        "beside the default planner instead of the planner variants")
     parser.add_argument("--out", type=Path, default=OUT / "planner_tuning.md")
     args = parser.parse_args()
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
     config = load_train_config(CONFIG)
     seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
-    cells = [(s, None) for s in seeds] + [(s, v) for v in VARIANTS for s in seeds]
+    variants = ["default", *(ARTIFACT + a for a in args.artifacts.split(","))] if args.artifacts else list(VARIANTS)
+    cells = [(s, None) for s in seeds] + [(s, v) for v in variants for s in seeds]
     done = [0]
     started = time.perf_counter()
 
@@ -159,7 +180,7 @@ def main() -> None:
     values = np.array([o.value for o in outcomes])
     n = len(seeds)
     oracle = values[:n]
-    rows = {name: summarise(oracle, values[n * (i + 1): n * (i + 2)]) for i, name in enumerate(VARIANTS)}
+    rows = {name.removeprefix(ARTIFACT): summarise(oracle, values[n * (i + 1): n * (i + 2)]) for i, name in enumerate(variants)}
     seconds = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, args.out.with_suffix(".png"))
