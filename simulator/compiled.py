@@ -108,8 +108,10 @@ def activate() -> str:
     """Load :data:`MODULES` from source unless a current build is there and not refused; the build used."""
     current = state()
     if current == "stale" and not pure_requested():
-        warnings.warn("the compiled simulator engine is older than its sources: using the sources "
-                      "(rebuild: .venv/bin/python scripts/compile_engine build)", RuntimeWarning, stacklevel=2)
+        # one line: line 0 has no source text for the warning to quote
+        warnings.warn_explicit("the compiled simulator engine is older than its sources: using the sources "
+                               "(rebuild: .venv/bin/python scripts/compile_engine build)", RuntimeWarning, __file__, 0,
+                               module=__name__)
     if current == "current" and not pure_requested():
         return "compiled"
     if not any(isinstance(f, _SourceFirst) for f in sys.meta_path):

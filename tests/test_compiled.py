@@ -61,6 +61,7 @@ def test_an_edited_source_is_never_shadowed_by_its_old_build(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["source", "True"]
     assert "older than its sources" in out.stderr and "scripts/compile_engine build" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one line, no quoted source
 
 
 @pytest.mark.parametrize("pure", [True, False], ids=["source", "compiled"])
