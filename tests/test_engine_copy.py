@@ -89,3 +89,48 @@ def test_a_copied_latency_model_times_iterations_the_same(how):
     probes = [(0, 0.0, 8, 8 * 900.0, 0), (512, 512 * 513 / 2.0, 4, 4 * 300.0, 1), (2048, 2048 * 2049 / 2.0, 0, 0.0, 1)]
     assert [twin.iteration_ms(*p) for p in probes] == [model.iteration_ms(*p) for p in probes]
     assert twin.decode_time(8)(7200.0) == model.decode_time(8)(7200.0)
+
+
+def busy_cluster():
+    """A cluster mid-run: replicas serving and starting, requests in flight, a scale-up under way."""
+    import numpy as np
+
+    from simulator.cluster.build import build_cluster
+    from simulator.cluster.config import ClusterConfig, NodePool
+
+    config = ClusterConfig(pools=(NodePool(name="h100", gpu="H100", gpus_per_node=4, initial_nodes=1, max_nodes=2),), model="llama-8b")
+    cluster = build_cluster(config, poisson_workload(rate=30, duration=240, seed=5), initial_replicas=2, rng=np.random.default_rng(1))
+    cluster.run_until(60.0)
+    cluster.scale(5)
+    cluster.run_until(90.0)
+    assert cluster.ready_replicas >= 1 and cluster.starting_replicas >= 1
+    return cluster
+
+
+def run_out(cluster) -> tuple:
+    cluster.scale(3)
+    cluster.run_until(240.0)
+    cluster.finish()
+    return (tuple(cluster.finished), cluster.cost_usd(), cluster.gpu_seconds(), cluster.scale_events, signals(cluster),
+            tuple(cluster.timeline.ready))
+
+
+def signals(cluster) -> dict:
+    """The cluster's snapshot with NaN made comparable."""
+    return {name: None if value != value else value for name, value in cluster.snapshot().items()}
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_a_copied_cluster_goes_on_exactly_as_the_original(how):
+    """A rollout branches a running cluster: the copy (pods, nodes, router, metrics, random state) replays the rest alike."""
+    cluster = busy_cluster()
+    twin = COPIES[how](cluster)
+    assert twin.nodes[0] is not cluster.nodes[0] and twin.rng is not cluster.rng
+    assert run_out(twin) == run_out(cluster)
+
+
+def test_running_a_copied_cluster_leaves_the_original_alone():
+    cluster = busy_cluster()
+    before = (len(cluster.finished), cluster.now, cluster.cost_usd(), cluster.ready_replicas, signals(cluster))
+    run_out(copy.deepcopy(cluster))
+    assert (len(cluster.finished), cluster.now, cluster.cost_usd(), cluster.ready_replicas, signals(cluster)) == before

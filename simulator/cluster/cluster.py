@@ -30,6 +30,7 @@ from controller import signals as sig
 from simulator.cluster.config import ClusterConfig, NodePool
 from simulator.cluster.router import make_router
 from simulator.cluster.telemetry import MetricsRecorder
+from simulator.copying import attributes, restore
 from simulator.engine.activity import KernelActivity
 from simulator.engine.metrics import MetricSink
 from simulator.engine.replica import EngineConfig, FinishedRequest, ReplicaEngine
@@ -49,6 +50,9 @@ class PoolRuntime:
     price_per_gpu_s: float
     speed: float = 1.0
 
+    def __reduce__(self) -> tuple:  # copy and pickle through the constructor (a compiled frozen dataclass has no setstate)
+        return PoolRuntime, (self.pool, self.model, self.engine, self.price_per_gpu_s, self.speed)
+
 
 class Node:
     __slots__ = ("pool", "gpus_free", "has_image", "ready_s")
@@ -59,11 +63,23 @@ class Node:
         self.has_image = False
         self.ready_s = ready_s
 
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled (simulator.copying)
+        return Node, (self.pool, self.ready_s), attributes(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, state)
+
 
 class Pod:
     """One replica. Implements the router's ``ReplicaView`` once Ready."""
 
     __slots__ = ("pid", "phase", "created_s", "scheduled_s", "running_s", "ready_s", "terminated_s", "node", "engine", "activity")
+
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled (simulator.copying)
+        return Pod, (self.pid, self.created_s), attributes(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, state)
 
     def __init__(self, pid: int, created_s: float) -> None:
         self.pid = pid
@@ -101,6 +117,9 @@ class Timeline:
     starting: list[int]
     gpus: list[int]
     cost_usd: list[float]
+
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled
+        return Timeline, (self.t, self.desired, self.ready, self.starting, self.gpus, self.cost_usd)
 
 
 class Cluster:
@@ -168,6 +187,13 @@ class Cluster:
         self.timeline = Timeline([], [], [], [], [], [])
         self._warm_start(initial_replicas)
         self.recorder.record(0.0, self.sink)
+
+    def __reduce__(self) -> tuple:
+        """Copy and pickle (also when compiled): an empty cluster on the same inputs, then every attribute."""
+        return _empty_cluster, (self.config, self.workload, self.pools, self.rng, self.windows), attributes(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, state)
 
     # ------------------------------------------------------------- counts
     @property
@@ -494,3 +520,9 @@ class Cluster:
         for pod in self._pods:
             counts[pod.phase] += 1
         return counts
+
+
+def _empty_cluster(config: ClusterConfig, workload: Workload, pools: tuple[PoolRuntime, ...], rng: np.random.Generator,
+                   windows: Mapping[str, float]) -> Cluster:
+    """A cluster with no replicas on these inputs, for a copy's state to fill (:meth:`Cluster.__reduce__`)."""
+    return Cluster(config, workload, pools, initial_replicas=0, rng=rng, windows=windows)

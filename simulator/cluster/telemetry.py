@@ -12,6 +12,7 @@ from bisect import bisect_left
 from collections import deque
 
 from controller import signals as sig
+from simulator.copying import attributes, restore
 from simulator.engine.metrics import MetricSink
 
 _RATES = (
@@ -36,6 +37,9 @@ class _Sample:
         self.counters = counters
         self.buckets = buckets
 
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled
+        return _Sample, (self.t, self.counters, self.buckets)
+
 
 class MetricsRecorder:
     """Keeps the samples a window needs and answers rates and quantiles."""
@@ -45,6 +49,12 @@ class MetricsRecorder:
         self.long_window_s = long_window_s
         self._samples: deque[_Sample] = deque()
         self._times: deque[float] = deque()
+
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled (simulator.copying)
+        return MetricsRecorder, (self.window_s, self.long_window_s), attributes(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, state)
 
     def record(self, t: float, sink: MetricSink) -> None:
         buckets = {name: h.snapshot() for name, h in sink.histograms.items()}
