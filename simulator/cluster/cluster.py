@@ -75,12 +75,6 @@ class Pod:
 
     __slots__ = ("pid", "phase", "created_s", "scheduled_s", "running_s", "ready_s", "terminated_s", "node", "engine", "activity")
 
-    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled (simulator.copying)
-        return Pod, (self.pid, self.created_s), attributes(self)
-
-    def __setstate__(self, state: dict) -> None:
-        restore(self, state)
-
     def __init__(self, pid: int, created_s: float) -> None:
         self.pid = pid
         self.phase = PENDING
@@ -92,6 +86,12 @@ class Pod:
         self.node: Node | None = None
         self.engine: ReplicaEngine | None = None
         self.activity = KernelActivity()
+
+    def __reduce__(self) -> tuple:  # copy and pickle, also when compiled (simulator.copying)
+        return Pod, (self.pid, self.created_s), attributes(self)
+
+    def __setstate__(self, state: dict) -> None:
+        restore(self, state)
 
     @property
     def num_outstanding(self) -> int:
