@@ -5,8 +5,8 @@ which is tuning on the test set; a default has to be chosen without it. Here
 every variant runs on held-out episodes of the randomised training traffic
 (configs/train/ppo.yaml: rates 0.25 to 55 req/s, prompts 64 to 8k tokens,
 H100/A100/L4, cold starts 30 s to 10 min; never the benchmark's traces or
-patterns), through the same environment, guardrails and decide() step as
-training, and each episode's clairvoyant oracle sets the reference. Per
+patterns), drawn by the training environment and run through the evaluation's decide() step (the
+controller's policies and guardrails); each episode's clairvoyant oracle sets the reference. Per
 variant: SLO attainment (mean and worst episode), the share of episodes that
 reach 99% where the oracle does, and cost relative to the oracle's.
 
@@ -14,8 +14,7 @@ reach 99% where the oracle does, and cost relative to the oracle's.
     .venv/bin/python bench/planner_tuning.py --artifacts DIR[,DIR] --out out/learned.md   # learned policies instead
 
 It writes ``bench/results/planner_tuning.md`` and ``planner_tuning.png``. With ``--artifacts`` the rows are the
-default planner and each learned policy (its network picks the residual step; out of its feature range the
-planner's proposal stands, as served).
+default planner and each learned policy. Attainment counts every request, as the benchmark's does.
 """
 
 from __future__ import annotations
@@ -60,38 +59,31 @@ VARIANTS: dict[str, dict[str, float | None]] = {
 
 def run_episode(config: TrainConfig, cell: tuple[int, str | None]) -> tuple[float, float]:
     """(SLO attainment, cost in USD) of one episode: the oracle's (variant ``None``), a planner variant's, or a
-    learned policy's (variant ``artifact:FOLDER``: its network picks the step, around the planner it records)."""
+    learned policy's (variant ``artifact:FOLDER``). The environment only draws the episode (traffic, GPU, cold
+    start, initial fleet); every policy then runs through the evaluation's decision step, as in the benchmark."""
+    from simulator.evaluation.runner import EvaluationSetup, PolicyEntry, make_decider
+    from simulator.runner import simulate
     from simulator.training.envs import make_env
 
     seed, variant = cell
-    learned = None
-    if variant is not None and variant.startswith(ARTIFACT):
-        from controller.artifact import load_artifact
-        from controller.policies.learned import LearnedPolicy
-
-        artifact = load_artifact(Path(variant[len(ARTIFACT):]))
-        learned, planner = LearnedPolicy.from_artifact(artifact), artifact.planner
-    else:
-        planner = VARIANTS[variant] if variant is not None else {}
-    env = make_env(config.model_copy(update={"env": config.env.model_copy(update={"planner": dict(planner)})}))
-    obs, _ = env.reset(seed=seed)
+    env = make_env(config)
+    env.reset(seed=seed)
+    episode, pools = env.episode_config, env._pools(env.episode_config)
     if variant is None:
         from simulator.evaluation.oracle import oracle
 
-        found = oracle(env.workload, env.episode_config, env._pools(env.episode_config), slo=env.slo, interval_s=env.interval_s,
-                       min_replicas=env.min_replicas, max_replicas=env.max_replicas, seed=seed, iterations=7)
-        summary = found.result.summary()
-        return summary["slo_attainment"], summary["cost_usd"]
-    zero = env.action_map.values.index(0)  # the planner's own proposal, through the guardrails
-    misses = completed = cost = 0.0
-    truncated = False
-    while not truncated:
-        action = zero
-        if learned is not None and not (learned.feature_range is not None and learned.feature_range.outside(obs)):
-            action = int(learned.actor.actions(obs[None, :], None)[0])  # out of range: the planner's, as served
-        obs, _, _, truncated, info = env.step(action)
-        misses, completed, cost = misses + info["slo_misses"], completed + info["completed"], cost + info["cost_usd"]
-    return 1.0 - misses / max(completed, 1.0), cost
+        result = oracle(env.workload, episode, pools, slo=env.slo, interval_s=env.interval_s, min_replicas=env.min_replicas,
+                        max_replicas=env.max_replicas, seed=seed, iterations=7).result
+    else:
+        spec = ({"type": "learned", "artifact": variant[len(ARTIFACT):]} if variant.startswith(ARTIFACT)
+                else {"type": "planner", **VARIANTS[variant]})
+        setup = EvaluationSetup(cluster=episode, slo=env.slo, interval_s=env.interval_s, min_replicas=env.min_replicas,
+                                max_replicas=env.max_replicas)
+        initial = env._cluster.ready_replicas
+        result = simulate(env.workload, episode, replicas=initial, decide=make_decider(PolicyEntry(variant, spec), setup, pools),
+                          interval_s=env.interval_s, slo=env.slo, seed=seed, keep_snapshots=False, pools=pools)
+    summary = result.summary()
+    return summary["slo_attainment"], summary["cost_usd"]
 
 
 def summarise(oracle: np.ndarray, runs: np.ndarray) -> dict[str, float]:
