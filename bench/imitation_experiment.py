@@ -21,9 +21,6 @@ Results: bench/results/imitation_experiment.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,28 +29,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.artifact import ARTIFACT_FORMAT, FeatureRange  # noqa: E402
-from controller.observation import OBSERVATION_SIZE, schema_description  # noqa: E402
 from simulator.executor import make_executor  # noqa: E402
 from simulator.training.config import TrainConfig, load_train_config  # noqa: E402
 from simulator.training.envs import make_env  # noqa: E402
-from simulator.training.export import planner_parameters  # noqa: E402
-
-Weights = list[tuple[np.ndarray, np.ndarray]]
+from simulator.training.rollout import Weights, export, fit, mlp_scores, numpy_weights  # noqa: E402
 
 
 def residual_label(wanted: int, proposal: int, steps: np.ndarray) -> int:
     """Index of the step that brings ``proposal`` closest to ``wanted`` (the oracle's count)."""
     return int(np.argmin(np.abs(steps - np.clip(wanted - proposal, steps.min(), steps.max()))))
-
-
-def mlp_scores(weights: Weights, obs: np.ndarray) -> np.ndarray:
-    """The MLP's action scores in numpy (tanh hidden layers), for rollouts in worker processes."""
-    h = obs
-    for i, (w, b) in enumerate(weights):
-        h = h @ w + b
-        h = np.tanh(h) if i < len(weights) - 1 else h
-    return h
 
 
 def rollout(shared: tuple[TrainConfig, float, float], cell: tuple[int, Weights | None]) -> dict:
@@ -82,43 +66,6 @@ def rollout(shared: tuple[TrainConfig, float, float], cell: tuple[int, Weights |
     return {"seed": seed, "x": np.array(xs, np.float32), "y": np.array(ys), "met": found.met_target}
 
 
-def fit(x: np.ndarray, y: np.ndarray, actions: int, epochs: int, seed: int):
-    """A 64x64 tanh MLP fitted by cross-entropy; the torch module and its weights."""
-    import torch
-
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(OBSERVATION_SIZE, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
-                              torch.nn.Linear(64, actions))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    xt, yt, rng = torch.tensor(x), torch.tensor(y), np.random.default_rng(seed)
-    for _ in range(epochs):
-        for batch in np.array_split(rng.permutation(len(x)), max(1, len(x) // 256)):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(xt[batch]), yt[batch]).backward()
-            opt.step()
-    net.eval()
-    weights = [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in net if hasattr(layer, "weight")]
-    return net, weights
-
-
-def export(net, x: np.ndarray, config: TrainConfig, out: Path, provenance: dict) -> None:
-    """The network as a policy artifact (policy.onnx + metadata.json), in the format training writes."""
-    import torch
-
-    env = make_env(config)
-    out.mkdir(parents=True, exist_ok=True)
-    onnx = out / "policy.onnx"
-    torch.onnx.export(net, (torch.zeros(1, OBSERVATION_SIZE),), str(onnx), input_names=["obs"], output_names=["scores"],
-                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False,
-                      external_data=False)
-    metadata = {"format": ARTIFACT_FORMAT, "schema": schema_description(), "action": env.action_map.to_dict(),
-                "planner": planner_parameters(env.policy.planner), "sha256": hashlib.sha256(onnx.read_bytes()).hexdigest(),
-                "feature_range": FeatureRange(tuple(map(float, x.min(0))), tuple(map(float, x.max(0)))).to_dict(),
-                "capacity": env.base_capacity().to_dict(),
-                "provenance": {"exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **provenance}}
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("configs/train/ppo.yaml"))
@@ -142,7 +89,8 @@ def main() -> None:
             gathered += [e for e in episodes if e["met"]]  # an oracle that missed its target is no expert
             x = np.concatenate([e["x"] for e in gathered])
             y = np.concatenate([e["y"] for e in gathered])
-            net, weights = fit(x, y, len(make_env(config).steps), args.epochs, seed=rnd)
+            net = fit(x, y, len(make_env(config).steps), args.epochs, seed=rnd)
+            weights = numpy_weights(net)
             export(net, x, config, args.out / f"round{rnd}",
                    {"algorithm": "imitation (DAgger)" if rnd else "imitation (behaviour cloning)", "round": rnd,
                     "episodes": len(gathered), "samples": len(x), "oracle_target": args.oracle_target, "beta": args.beta})

@@ -116,13 +116,15 @@ def plot(rows: dict[str, dict[str, float]], path: Path) -> None:
 
 
 def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, oracle: np.ndarray, seconds: float, executor: str) -> str:
+    config = args.config.resolve()
+    shown = str(config.relative_to(REPO)) if config.is_relative_to(REPO) else str(args.config)
     lines = [
         "# Planner tuning on the training distribution",
         "",
         f"Command: `.venv/bin/python bench/planner_tuning.py --episodes {args.episodes}"
-        f"{f' --artifacts {args.artifacts}' if args.artifacts else ''}`  ",
+        f"{'' if args.config == CONFIG else f' --config {shown}'}{f' --artifacts {args.artifacts}' if args.artifacts else ''}`  ",
         f"Date: {dt.date.today().isoformat()}; episodes: seeds {FIRST_SEED}..{FIRST_SEED + args.episodes - 1} of "
-        f"configs/train/ppo.yaml's randomised traffic (1 h each); {executor}; wall time {seconds:.0f} s.",
+        f"{shown}'s randomised traffic (1 h each); {executor}; wall time {seconds:.0f} s.",
         f"The oracle reaches 99% on {100 * float((oracle[:, 0] >= 0.99).mean()):.0f}% of the episodes (mean attainment "
         f"{100 * float(oracle[:, 0].mean()):.2f}%; some episodes need more than 32 replicas at their peak).",
         "",
@@ -143,6 +145,8 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, oracle: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=64)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the training config whose randomised traffic "
+                        "draws the episodes (default: configs/train/ppo.yaml)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     parser.add_argument("--ray", default=None, help="run on Ray: auto, or ray://HOST:10001")
     parser.add_argument("--artifacts", default=None, help="learned policies (artifact folders, comma-separated) to run "
@@ -151,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.episodes < 1:
         parser.error("--episodes must be at least 1")
-    config = load_train_config(CONFIG)
+    config = load_train_config(args.config)
     seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
     variants = ["default", *(ARTIFACT + a for a in args.artifacts.split(","))] if args.artifacts else list(VARIANTS)
     cells = [(s, None) for s in seeds] + [(s, v) for v in variants for s in seeds]

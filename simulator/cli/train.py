@@ -13,24 +13,27 @@ DEFAULT_CONFIG = Path("configs/train/ppo.yaml")
 
 def train_command(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML training config (see configs/train/)."),
-    algo: str | None = typer.Option(None, "--algo", help="Override: ppo, a2c, dqn or qlearning."),
+    algo: str | None = typer.Option(None, "--algo", help="Override: ppo, a2c, dqn, qlearning or rollout."),
     steps: int | None = typer.Option(None, "--steps", help="Override: total environment steps (episodes x steps for qlearning)."),
     seed: int | None = typer.Option(None, "--seed", help="Override: seed."),
     cluster: Path | None = typer.Option(None, "--cluster", help="Cluster YAML (e.g. from kis calibrate) replacing the config's cluster section."),
     seeds: str | None = typer.Option(None, "--seeds", help="Several runs, one per seed (comma-separated); with --set, every combination."),
     sets: list[str] = typer.Option([], "--set", help="KEY=V1,V2,...: one run per value of a config field (dotted, e.g. env.slo_weight); repeatable."),
     vec_env: str | None = typer.Option(None, "--vec-env", help="Override: dummy (envs step in the trainer's process) or subproc (a process each)."),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="Runs at once for several runs (default: one per core)."),
-    ray: str | None = typer.Option(None, "--ray", help="Several runs on Ray: 'auto' (local) or ray://HOST:10001."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Runs at once for several runs, or a rollout run's episodes "
+                                       "at once (default: one per core)."),
+    ray: str | None = typer.Option(None, "--ray", help="Several runs (or a rollout run's episodes) on Ray: 'auto' (local) or ray://HOST:10001."),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Output folder (several runs: one subfolder each)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
-    """Train PPO (main), A2C or DQN with stable-baselines3, or tabular Q-learning, on kis/Autoscale-v0.
+    """Train a policy on kis/Autoscale-v0: rollouts (policy iteration on the planner, the shipped default),
+    PPO, A2C or DQN with stable-baselines3, or tabular Q-learning.
 
-    Writes CSV and TensorBoard logs, periodic evaluations (eval_curve.csv), the
-    SB3 model, and the torch-free policy artifact (artifact/: policy.onnx and
-    metadata.json) that the controller loads unchanged. With --seeds or --set,
+    Writes the torch-free policy artifact (artifact/: policy.onnx and
+    metadata.json) that the controller loads unchanged; SB3 runs also write CSV
+    and TensorBoard logs, periodic evaluations (eval_curve.csv) and the model,
+    rollout runs their labelled samples (rollouts.npz). With --seeds or --set,
     trains every combination at once (a process pool, or Ray), one folder each
     under --out, and prints a table of the runs.
     """
@@ -47,6 +50,9 @@ def train_command(
         return
     if cfg.algo == "qlearning":
         _train_q(cfg, out, progress, as_json)
+        return
+    if cfg.algo == "rollout":
+        _train_rollout(cfg, out, workers, ray, progress, as_json)
         return
     try:
         from simulator.training.sb3 import summary_json, train_sb3
@@ -118,6 +124,40 @@ def _train_grid(grid, workers: int | None, ray: str | None, out: Path, progress:
         console.print(table)
     if any(not o.ok for o in outcomes):
         raise typer.Exit(1)
+
+
+def _train_rollout(cfg, out: Path, workers: int | None, ray: str | None, progress: bool, as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulator.executor import make_executor
+
+    try:
+        from simulator.training.rollout import train_rollout
+
+        executor = make_executor(workers, ray)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        err_console.print(f"[red]error:[/red] training needs the train extra (pip install 'kis-s[train]'): {exc}")
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
+        print_error(exc)
+        raise typer.Exit(2) from exc
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with executor, Progress(*columns, console=err_console, disable=not progress or as_json, transient=True) as bar:
+            task = bar.add_task("rollout episodes", total=cfg.rollout.episodes * cfg.rollout.rounds)
+            summary = train_rollout(cfg, out, executor, on_episode=lambda _: bar.update(task, advance=1))
+    except RuntimeError as exc:  # an episode failed, or Ray is missing or unreachable
+        print_error(exc)
+        raise typer.Exit(1) from exc
+    if as_json:
+        print_json(summary)
+        return
+    shares = ", ".join(f"{step}: {n}" for step, n in summary["labels"].items())
+    rounds = f" x {cfg.rollout.rounds} rounds" if cfg.rollout.rounds > 1 else ""
+    console.print(f"rollout: {cfg.rollout.episodes} episodes{rounds}, {summary['samples']:,} labelled steps in "
+                  f"{summary['seconds']:.0f} s -> {out}")
+    console.print(f"labels by residual step: {shares}")
+    console.print(f"artifact: {summary['artifact']}")
 
 
 def _train_q(cfg, out: Path, progress: bool, as_json: bool) -> None:

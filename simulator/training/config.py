@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controller.slo import SLO
 from simulator.cluster.file import ClusterSection, load_cluster_file
+from simulator.workloads.randomized import DEFAULT_SHAPES
 
 
 class _Strict(BaseModel):
@@ -25,7 +26,7 @@ class RandomizedSection(_Strict):
     prompt_max: int = Field(32768, ge=1)
     output_max: int = Field(4096, ge=1)
     burstiness: tuple[float, float] = (0.05, 0.6)
-    shapes: tuple[str, ...] = ("flat", "daily", "ramp", "spikes", "steps", "silence")
+    shapes: tuple[str, ...] = DEFAULT_SHAPES
     combine: float = Field(0.4, ge=0, le=1)
 
 
@@ -89,10 +90,30 @@ class EvalSection(_Strict):
     episodes: int = Field(3, ge=1)
 
 
+class RolloutSection(_Strict):
+    """``algo: rollout``: one step of policy iteration on the planner (:mod:`simulator.training.rollout`).
+
+    At every ``every``-th step of ``episodes`` randomised episodes following the planner, the simulation is
+    copied once per residual step; each copy takes its step, then the planner's, for one cold start plus
+    ``lookahead_s``. The label is the step with the lowest ``cost + miss_weight x avoidable misses`` (USD),
+    the zero step unless another beats it by ``margin`` of the zero step's score; an MLP (``net_arch``)
+    learns it by cross-entropy for ``epochs`` passes. Each of ``rounds`` > 1 draws ``episodes`` more that follow
+    the previous round's network (the next step of policy iteration) and fits again on every sample."""
+
+    episodes: int = Field(64, ge=1)
+    rounds: int = Field(1, ge=1)
+    first_seed: int = 3000
+    every: int = Field(4, ge=1)
+    lookahead_s: float = Field(600.0, ge=0)
+    miss_weight: float = Field(0.1, ge=0)
+    margin: float = Field(0.05, ge=0)
+    epochs: int = Field(60, ge=1)
+
+
 class TrainConfig(_Strict):
     """One training run. ``hyperparameters`` go to the algorithm's constructor."""
 
-    algo: Literal["ppo", "a2c", "dqn", "qlearning"] = "ppo"
+    algo: Literal["ppo", "a2c", "dqn", "qlearning", "rollout"] = "ppo"
     total_steps: int = Field(200_000, ge=1)
     seed: int = 0
     n_envs: int = Field(8, ge=1)
@@ -105,6 +126,7 @@ class TrainConfig(_Strict):
     cluster: ClusterSection = ClusterSection()
     env: EnvSection = EnvSection()
     eval: EvalSection = EvalSection()
+    rollout: RolloutSection = RolloutSection()
 
 
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None, cluster: Path | None = None) -> TrainConfig:

@@ -38,26 +38,46 @@ def _scores_module(model: Any):
     return Scores().eval()
 
 
+def export_onnx(module: Any, path: Path) -> None:
+    """``module`` (observations -> per-action scores) as ONNX at ``path``: input ``obs`` float32 [N, features],
+    output ``scores``. The exporter's notes that do not concern an MLP (torchvision absent, deprecations) are silenced."""
+    import logging
+    import warnings
+
+    import torch
+
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                module, (torch.zeros(1, OBSERVATION_SIZE, dtype=torch.float32),), str(path), input_names=["obs"],
+                output_names=["scores"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True,
+                verbose=False, external_data=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+
+
 def planner_parameters(planner: PlannerPolicy) -> dict[str, Any]:
     """The planner's constructor arguments, as an artifact records them."""
     return {f.name: getattr(planner, f.name) for f in dataclasses.fields(planner) if f.init and f.name != "name"}
 
 
-def export_artifact(model: Any, out_dir: Path, *, action_map: ActionMap, planner: PlannerPolicy, provenance: dict[str, Any],
-                    feature_range: FeatureRange | None = None, capacity: CapacityProfile | None = None) -> Path:
-    """Write ``policy.onnx`` (input ``obs`` float32 [N, features], output ``scores`` [N, actions];
-    the action is the argmax) and ``metadata.json`` (:mod:`controller.artifact`) into ``out_dir``."""
-    import torch
+def export_artifact(model: Any, out_dir: Path, **fields: Any) -> Path:
+    """A stable-baselines3 model's policy as an artifact (:func:`write_artifact`)."""
+    return write_artifact(_scores_module(model), out_dir, **fields)
 
+
+def write_artifact(module: Any, out_dir: Path, *, action_map: ActionMap, planner: PlannerPolicy, provenance: dict[str, Any],
+                   feature_range: FeatureRange | None = None, capacity: CapacityProfile | None = None) -> Path:
+    """Write ``policy.onnx`` (the torch ``module``: input ``obs`` float32 [N, features], output ``scores`` [N, actions];
+    the action is the argmax) and ``metadata.json`` (:mod:`controller.artifact`) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / "policy.onnx"
-    module = _scores_module(model)
-    example = torch.zeros(1, OBSERVATION_SIZE, dtype=torch.float32)
-    with torch.no_grad():
-        torch.onnx.export(
-            module, (example,), str(onnx_path), input_names=["obs"], output_names=["scores"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True, verbose=False, external_data=False,
-        )
+    export_onnx(module, onnx_path)
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     metadata: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,

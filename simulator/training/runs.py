@@ -130,6 +130,11 @@ def train_run(shared: Any, spec: RunSpec) -> dict[str, Any]:
         if config.algo == "qlearning":
             summary = train_qlearning_run(config, work)
             summary["qtable"] = str(Path(spec.out_dir) / "qtable.npz")
+        elif config.algo == "rollout":  # its episodes run one after another inside this run's worker
+            from simulator.training.rollout import train_rollout
+
+            summary = {k: v for k, v in train_rollout(config, work).items() if k in ("samples", "labels")}
+            summary.update(last_reward=None, best_reward=None, artifact=str(Path(spec.out_dir) / "artifact"))
         else:
             from simulator.training.sb3 import summary_json, train_sb3
 

@@ -3,7 +3,9 @@
 Each episode draws a mean rate (log-uniform over ``rate``), a token mix
 (log-uniform mean prompt and output lengths, log-normal around them, prompts up
 to ``prompt_max``) and a rate shape built from one or two of: flat, a daily
-cycle, a ramp up or down, spikes, random level steps, gaps of silence. Every
+cycle, a ramp up or down, spikes, random level steps, gaps of silence, and
+(opt-in, ``onoff``) bursts of a few minutes that come back after silences of a
+few minutes, the shape of real coding-assistant traffic. Every
 minute's rate is also multiplied by gamma noise (burstiness), and the
 arrivals are a Poisson process with that rate (thinning). The defaults span
 0.1x to 10x the Azure LLM traces' mean rates without reading them, so those
@@ -20,7 +22,10 @@ import numpy as np
 from simulator.workloads.patterns import poisson_arrivals
 from simulator.workloads.workload import Workload
 
-SHAPES: tuple[str, ...] = ("flat", "daily", "ramp", "spikes", "steps", "silence")
+#: Every shape an episode can draw.
+SHAPES: tuple[str, ...] = ("flat", "daily", "ramp", "spikes", "steps", "silence", "onoff")
+#: The shapes drawn unless a spec names its own (``onoff`` is opt-in, so earlier seeds draw the same episodes).
+DEFAULT_SHAPES: tuple[str, ...] = SHAPES[:-1]
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class RandomizedSpec:
     :param prompt_max: longest prompt (tokens).
     :param output_max: longest output (tokens).
     :param burstiness: range of the coefficient of variation of the per-minute rate noise.
-    :param shapes: rate shapes to draw from (:data:`SHAPES`).
+    :param shapes: rate shapes to draw from (a subset of :data:`SHAPES`).
     :param combine: probability that a second shape multiplies the first.
     """
 
@@ -49,7 +54,7 @@ class RandomizedSpec:
     prompt_max: int = 32768
     output_max: int = 4096
     burstiness: tuple[float, float] = (0.05, 0.6)
-    shapes: tuple[str, ...] = SHAPES
+    shapes: tuple[str, ...] = DEFAULT_SHAPES
     combine: float = 0.4
 
     def __post_init__(self) -> None:
@@ -95,11 +100,24 @@ def _shape(kind: str, t: np.ndarray, duration: float, rng: np.random.Generator) 
         edges = np.cumsum(rng.uniform(120, 900, int(duration // 120) + 2))
         levels = np.exp(rng.uniform(np.log(0.3), np.log(3.0), len(edges) + 1))
         return levels[np.searchsorted(edges, t)]
+    if kind == "onoff":
+        return _on_off(t, rng)
     assert kind == "silence"
     out = np.ones_like(t)
     for _ in range(int(rng.integers(1, 3))):
         start, width = rng.uniform(0, duration), rng.uniform(300, 1200)
         out = np.where((t >= start) & (t < start + width), 0.0, out)
+    return out
+
+
+def _on_off(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Alternating runs: on for 1 to 5 minutes at 0.3x to 3x, off for 1 to 8 minutes at under a tenth."""
+    out = np.empty_like(t)
+    on, i = bool(rng.random() < 0.5), 0
+    while i < len(t):
+        n = int(rng.integers(1, 6 if on else 9))
+        out[i:i + n] = _log_uniform(rng, (0.3, 3.0)) if on else rng.uniform(0.0, 0.1)
+        i, on = i + n, not on
     return out
 
 

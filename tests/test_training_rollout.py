@@ -1,0 +1,99 @@
+"""``algo: rollout``: branches score each residual step, labels pick the clear winner, and the artifact
+is what every algorithm writes, the same from ``kis train`` and from a grid worker."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from controller.observation import OBSERVATION_SIZE
+from simulator.training.config import TrainConfig
+from simulator.training.envs import make_env
+from simulator.training.rollout import branch, labels
+
+TINY = {
+    "algo": "rollout", "seed": 3, "net_arch": [16],
+    "rollout": {"episodes": 2, "rounds": 2, "every": 10, "lookahead_s": 30, "epochs": 3},
+    "cluster": {"max_nodes": 1},
+    "env": {"randomized": {"rate": [1.0, 4.0], "prompt_mean": [128, 512], "output_mean": [16, 64], "shapes": ["onoff", "flat"]},
+            "episode_duration_s": 300, "max_replicas": 4, "gpus": ["H100"], "cold_start_s": [30, 60], "rate_scale": [1.0, 1.0]},
+}
+
+
+def test_labels_take_the_cheapest_step_only_where_it_beats_the_zero_step_by_the_margin():
+    zero = 1  # steps -1, 0, +1
+    cost = np.array([[0.8, 1.0, 1.2], [0.97, 1.0, 1.2], [0.5, 1.0, 1.5], [1.0, 1.0, 0.9]])
+    misses = np.array([[0, 0, 0], [0, 0, 0], [10, 0, 0], [20, 20, 0]])
+    # scores at w 0.1: (0.8, 1, 1.2) -> -1; (0.97, 1, 1.2) gains 3% < 5% -> 0; (1.5, 1, 1.5) -> 0; (3, 3, 0.9) -> +1
+    assert labels(cost, misses, zero, 0.1, 0.05).tolist() == [0, 1, 1, 2]
+    # a cheaper miss makes the scale-down of the third row worth it: (0.6, 1, 1.5)
+    assert labels(cost, misses, zero, 0.01, 0.05).tolist() == [0, 1, 0, 2]
+    assert labels(cost, misses, zero, 0.1, 0.0).tolist() == [0, 0, 1, 2]
+
+
+def test_a_branch_of_the_zero_step_is_the_episode_s_own_continuation_and_leaves_it_untouched():
+    env = make_env(TrainConfig.model_validate(TINY))
+    env.reset(seed=11)
+    zero = env.action_map.values.index(0)
+    for _ in range(4):
+        env.step(zero)
+    cost, misses = branch(env, zero, zero, 6)
+    own_cost = own_misses = 0.0
+    for _ in range(6):
+        *_, info = env.step(zero)
+        own_cost, own_misses = own_cost + info["cost_usd"], own_misses + info["slo_misses"]
+    assert (cost, misses) == (own_cost, own_misses)
+
+
+def test_a_branch_follows_the_given_network_after_its_first_step():
+    env = make_env(TrainConfig.model_validate(TINY))
+    env.reset(seed=5)
+    zero = env.action_map.values.index(0)
+    always_up = [(np.zeros((OBSERVATION_SIZE, 5)), np.array([0.0, 0.0, 0.0, 0.0, 1.0]))]  # scores argmax: the +2 step
+    followed = branch(env, zero, zero, 5, follow=always_up)
+    planner = branch(env, zero, zero, 5)
+    own_cost = own_misses = 0.0
+    for action in (zero, 4, 4, 4, 4):
+        *_, info = env.step(action)
+        own_cost, own_misses = own_cost + info["cost_usd"], own_misses + info["slo_misses"]
+    assert followed == (own_cost, own_misses) != planner
+
+
+@pytest.mark.train
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_kis_train_and_a_grid_worker_write_the_same_loadable_rollout_artifact(tmp_path):
+    pytest.importorskip("torch")
+    from controller.artifact import load_artifact
+    from controller.policies.learned import LearnedPolicy
+    from simulator.cli.main import app
+    from simulator.training.runs import RunSpec, train_run, write_run
+
+    config = tmp_path / "rollout.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "cli"), "--workers", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "labels by residual step" in result.output
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    data = np.load(tmp_path / "cli" / "rollouts.npz")
+    assert summary["samples"] == len(data["x"]) == sum(summary["labels"].values()) > 0
+    assert data["cost"].shape == data["misses"].shape == (len(data["x"]), 5)
+    assert sorted(set(data["round"].tolist())) == [0, 1]  # the second round's episodes follow the first round's network
+
+    spec = RunSpec("one", TrainConfig.model_validate(TINY).model_dump(mode="json"), str(tmp_path / "grid"))
+    write_run(train_run(None, spec))
+    a, b = tmp_path / "cli" / "artifact", tmp_path / "grid" / "artifact"
+    assert (a / "policy.onnx").read_bytes() == (b / "policy.onnx").read_bytes()
+    artifact = load_artifact(a)
+    meta = json.loads((a / "metadata.json").read_text())
+    assert meta["provenance"]["algorithm"].startswith("rollout") and meta["action"]["kind"] == "residual"
+    lo, hi = np.array(meta["feature_range"]["low"]), np.array(meta["feature_range"]["high"])
+    np.testing.assert_allclose(lo, data["x"].min(0), rtol=1e-6)
+    np.testing.assert_allclose(hi, data["x"].max(0), rtol=1e-6)
+    policy = LearnedPolicy.from_artifact(artifact)
+    assert policy.planner == make_env(TrainConfig.model_validate(TINY)).policy.planner
+    actions = artifact.actions(np.zeros((3, OBSERVATION_SIZE), np.float32))
+    assert actions.shape == (3,) and set(actions.tolist()) <= set(range(5))
