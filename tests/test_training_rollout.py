@@ -4,6 +4,7 @@ is what every algorithm writes, the same from ``kis train`` and from a grid work
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ from typer.testing import CliRunner
 from controller.observation import OBSERVATION_SIZE
 from simulator.training.config import TrainConfig
 from simulator.training.envs import make_env
-from simulator.training.rollout import branch, labels
+from simulator.training.rollout import branch, constrained_labels, label_samples, labels
 
 TINY = {
     "algo": "rollout", "seed": 3, "net_arch": [16],
-    "rollout": {"episodes": 2, "rounds": 2, "every": 10, "lookahead_s": 30, "epochs": 3},
+    "rollout": {"episodes": 2, "rounds": 2, "every": 10, "lookahead_s": 30, "epochs": 3, "miss_share": 0.01},
     "cluster": {"max_nodes": 1},
     "env": {"randomized": {"rate": [1.0, 4.0], "prompt_mean": [128, 512], "output_mean": [16, 64], "shapes": ["onoff", "flat"]},
             "episode_duration_s": 300, "max_replicas": 4, "gpus": ["H100"], "cold_start_s": [30, 60], "rate_scale": [1.0, 1.0]},
@@ -35,18 +36,40 @@ def test_labels_take_the_cheapest_step_only_where_it_beats_the_zero_step_by_the_
     assert labels(cost, misses, zero, 0.1, 0.0).tolist() == [0, 0, 1, 2]
 
 
+def test_constrained_labels_take_the_cheapest_step_within_the_miss_share():
+    zero, share = 1, 0.005  # steps -1, 0, +1; at most 5 misses in 1,000 requests
+    cost = np.array([[0.8, 1.0, 1.2]] * 6 + [[0.97, 1.0, 1.2]])
+    misses = np.array([[2, 0, 0], [10, 0, 0], [30, 20, 3], [30, 20, 10], [30, 20, 20], [0, 0, 0], [0, 0, 0]])
+    served = np.array([[1000] * 3] * 5 + [[0] * 3] + [[1000] * 3])
+    got = constrained_labels(cost, misses, served, zero, share, 0.05).tolist()
+    assert got == [
+        0,  # the scale-down stays within 0.5% and saves 20%
+        1,  # it misses 1%: the zero step
+        2,  # the zero step misses 2%; only the scale-up stays within
+        2,  # none within: the fewest misses
+        1,  # none within, and the scale-up misses as many as the zero step: the zero step
+        0,  # a silence: nothing to miss, the cheapest
+        1,  # within, but saves only 3%
+    ]
+    data = {"cost": cost, "misses": misses, "served": served}
+    assert label_samples(data, zero, margin=0.05, miss_share=share).tolist() == got
+    assert label_samples(data, zero, margin=0.05, miss_weight=0.1).tolist() == labels(cost, misses, zero, 0.1, 0.05).tolist()
+    # the same misses at ten times the requests are within the share: a count is judged by the traffic it is out of
+    assert constrained_labels(cost[1:2], misses[1:2], served[1:2] * 10, zero, share, 0.05).tolist() == [0]
+
+
 def test_a_branch_of_the_zero_step_is_the_episode_s_own_continuation_and_leaves_it_untouched():
     env = make_env(TrainConfig.model_validate(TINY))
     env.reset(seed=11)
     zero = env.action_map.values.index(0)
     for _ in range(4):
         env.step(zero)
-    cost, misses = branch(env, zero, zero, 6)
-    own_cost = own_misses = 0.0
+    outcome = branch(env, zero, zero, 6)
+    own = np.zeros(3)
     for _ in range(6):
         *_, info = env.step(zero)
-        own_cost, own_misses = own_cost + info["cost_usd"], own_misses + info["slo_misses"]
-    assert (cost, misses) == (own_cost, own_misses)
+        own += (info["cost_usd"], info["slo_misses"], info["completed"])
+    assert outcome == tuple(own) and outcome[2] > 0
 
 
 def test_a_branch_follows_the_given_network_after_its_first_step():
@@ -56,11 +79,11 @@ def test_a_branch_follows_the_given_network_after_its_first_step():
     always_up = [(np.zeros((OBSERVATION_SIZE, 5)), np.array([0.0, 0.0, 0.0, 0.0, 1.0]))]  # scores argmax: the +2 step
     followed = branch(env, zero, zero, 5, follow=always_up)
     planner = branch(env, zero, zero, 5)
-    own_cost = own_misses = 0.0
+    own = np.zeros(3)
     for action in (zero, 4, 4, 4, 4):
         *_, info = env.step(action)
-        own_cost, own_misses = own_cost + info["cost_usd"], own_misses + info["slo_misses"]
-    assert followed == (own_cost, own_misses) != planner
+        own += (info["cost_usd"], info["slo_misses"], info["completed"])
+    assert followed == tuple(own) and followed[0] > planner[0]
 
 
 @pytest.mark.train
@@ -80,7 +103,7 @@ def test_kis_train_and_a_grid_worker_write_the_same_loadable_rollout_artifact(tm
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     data = np.load(tmp_path / "cli" / "rollouts.npz")
     assert summary["samples"] == len(data["x"]) == sum(summary["labels"].values()) > 0
-    assert data["cost"].shape == data["misses"].shape == (len(data["x"]), 5)
+    assert data["cost"].shape == data["misses"].shape == data["served"].shape == (len(data["x"]), 5)
     assert sorted(set(data["round"].tolist())) == [0, 1]  # the second round's episodes follow the first round's network
 
     spec = RunSpec("one", TrainConfig.model_validate(TINY).model_dump(mode="json"), str(tmp_path / "grid"))
@@ -97,3 +120,18 @@ def test_kis_train_and_a_grid_worker_write_the_same_loadable_rollout_artifact(tm
     assert policy.planner == make_env(TrainConfig.model_validate(TINY)).policy.planner
     actions = artifact.actions(np.zeros((3, OBSERVATION_SIZE), np.float32))
     assert actions.shape == (3,) and set(actions.tolist()) <= set(range(5))
+
+
+def test_every_shipped_training_config_loads_and_the_default_policy_is_what_rollout_yaml_trains():
+    from controller.artifact import DEFAULT_ARTIFACT
+    from simulator.training.config import load_train_config
+
+    configs = sorted(Path("configs/train").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"ppo.yaml", "rollout.yaml", "rollout_onoff.yaml"}
+    loaded = {p.name: load_train_config(p) for p in configs}
+    rollout = loaded["rollout.yaml"]
+    assert rollout.algo == "rollout" and rollout.env == loaded["ppo.yaml"].env  # the traffic its header describes
+    provenance = json.loads((DEFAULT_ARTIFACT / "metadata.json").read_text())["provenance"]
+    trained = {k: provenance[k] for k in ("miss_weight", "miss_share", "margin", "lookahead_s", "every", "episodes", "rounds",
+                                          "first_seed", "seed")}
+    assert trained == {**rollout.rollout.model_dump(include=set(trained) - {"seed"}), "seed": rollout.seed}

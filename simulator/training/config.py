@@ -96,7 +96,8 @@ class RolloutSection(_Strict):
     At every ``every``-th step of ``episodes`` randomised episodes following the planner, the simulation is
     copied once per residual step; each copy takes its step, then the planner's, for one cold start plus
     ``lookahead_s``. The label is the step with the lowest ``cost + miss_weight x avoidable misses`` (USD),
-    the zero step unless another beats it by ``margin`` of the zero step's score; an MLP (``net_arch``)
+    or with ``miss_share`` the cheapest step whose branch misses at most that share of its requests (the SLO
+    as a constraint); the zero step unless another clearly beats it (``margin``). An MLP (``net_arch``)
     learns it by cross-entropy for ``epochs`` passes. Each of ``rounds`` > 1 draws ``episodes`` more that follow
     the previous round's network (the next step of policy iteration) and fits again on every sample."""
 
@@ -106,6 +107,7 @@ class RolloutSection(_Strict):
     every: int = Field(4, ge=1)
     lookahead_s: float = Field(600.0, ge=0)
     miss_weight: float = Field(0.1, ge=0)
+    miss_share: float | None = Field(None, ge=0, lt=1)
     margin: float = Field(0.05, ge=0)
     epochs: int = Field(60, ge=1)
 
