@@ -135,3 +135,17 @@ def test_every_shipped_training_config_loads_and_the_default_policy_is_what_roll
     trained = {k: provenance[k] for k in ("miss_weight", "miss_share", "margin", "lookahead_s", "every", "episodes", "rounds",
                                           "first_seed", "seed")}
     assert trained == {**rollout.rollout.model_dump(include=set(trained) - {"seed"}), "seed": rollout.seed}
+
+
+def test_a_rollout_config_without_steps_around_a_proposal_is_refused_in_one_line(tmp_path):
+    from simulator.training.config import load_train_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"algo": "rollout", "env": {"action_mode": "target"}, "rollout": {"miss_share": 1.5}}))
+    with pytest.raises(ValueError) as caught:
+        load_train_config(path)
+    assert str(caught.value) == f"{path}: invalid training config: rollout.miss_share: Input should be less than 1"
+    path.write_text(yaml.safe_dump({"algo": "rollout", "env": {"action_mode": "target"}}))
+    with pytest.raises(ValueError, match=r"bad.yaml: invalid training config: algo rollout branches on steps around a "
+                                         r"proposal: needs env.action_mode residual or step$"):
+        load_train_config(path)

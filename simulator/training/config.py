@@ -130,6 +130,22 @@ class TrainConfig(_Strict):
     eval: EvalSection = EvalSection()
     rollout: RolloutSection = RolloutSection()
 
+    @model_validator(mode="after")
+    def _rollout_needs_steps(self) -> TrainConfig:
+        if self.algo == "rollout" and self.env.action_mode == "target":
+            raise ValueError("algo rollout branches on steps around a proposal: needs env.action_mode residual or step")
+        return self
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Each problem of ``exc`` as ``field.path: message`` (a whole-config problem without the path), joined by ``; ``."""
+    def one(e) -> str:
+        msg = e["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in e["loc"])
+        return f"{where}: {msg}" if where else msg
+
+    return "; ".join(one(e) for e in exc.errors())
+
 
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None, cluster: Path | None = None) -> TrainConfig:
     """Read and validate a YAML training config; errors name the file and the field.
@@ -146,7 +162,6 @@ def load_train_config(path: Path, overrides: dict[str, Any] | None = None, clust
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"{path}: invalid training config: {problems}") from exc
+        raise ValueError(f"{path}: invalid training config: {validation_problems(exc)}") from exc
     section = load_cluster_file(cluster) if cluster is not None else config.cluster.relative_to(path.parent)
     return config.model_copy(update={"cluster": section})

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from simulator.training.config import TrainConfig
+from simulator.training.config import TrainConfig, validation_problems
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,8 @@ def plan_runs(base: TrainConfig, seeds: Sequence[int], sets: Sequence[tuple[str,
             try:
                 config = TrainConfig.model_validate(raw)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
                 where = ", ".join(f"{k}={v}" for k, v in overrides) or f"seed {seed}"
-                raise ValueError(f"--set {where}: invalid training config: {problems}") from exc
+                raise ValueError(f"--set {where}: invalid training config: {validation_problems(exc)}") from exc
             name = _name(int(seed), overrides)
             specs.append(RunSpec(name, config.model_dump(mode="json"), str(out_dir / name), overrides))
     return specs
