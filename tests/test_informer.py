@@ -121,7 +121,9 @@ def test_failures_back_off_and_the_cache_goes_stale(kube):
     informer.start()
     try:
         assert informer.wait_synced(10)
+        eventually(lambda: kube.open_watches >= 1, what="the watch opens")
         kube.inject("*", r"/deployments$", 500, times=10_000)  # the API server fails every LIST and WATCH from now on
+        kube.drop_watches()  # an open watch would only end at its timeout; the informer must ask again now
         eventually(lambda: informer.stats.errors >= 3, what="retries")
         assert informer.fresh()  # listed within stale_after_s
         now[0] += 31
